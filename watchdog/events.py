@@ -1,0 +1,168 @@
+"""The tracker's input vocabulary: what happened on an OpenCode server, independent of its wire format."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class SessionRun(enum.StrEnum):
+    """What `session.status` says a session's loop is doing."""
+
+    BUSY = "busy"
+    RETRY = "retry"
+    IDLE = "idle"
+
+
+class PartKind(enum.StrEnum):
+    """Kinds of assistant message parts the tracker cares about."""
+
+    CONTENT = "content"  # text, reasoning, tool call: the model said something
+    STEP = "step"  # step-start / step-finish / patch / snapshot: bookkeeping, activity only
+
+
+class Origin(enum.StrEnum):
+    """Where an event came from: the live stream, or a REST read after (re)connecting."""
+
+    LIVE = "live"
+    RECONCILED = "reconciled"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConnected:
+    """The server greeted a new stream connection (`server.connected`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A keep-alive (`server.heartbeat`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSeen:
+    """A session was created or changed; ``parent_session_id`` is set for child (sub-agent) sessions."""
+
+    session_id: str
+    parent_session_id: str | None
+    directory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAdmitted:
+    """A user message was stored (or stored again: a repeated messageID changes ``created_at``)."""
+
+    session_id: str
+    message_id: str
+    created_at: float  # server time, seconds since the epoch
+    directory: str | None = None
+    origin: Origin = Origin.LIVE
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOpened:
+    """An assistant message exists for ``parent_id``; OpenCode creates it before the model says anything."""
+
+    session_id: str
+    message_id: str
+    parent_id: str
+    provider: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    """An assistant message got ``time.completed``; ``finish`` and ``error`` say how."""
+
+    session_id: str
+    message_id: str
+    parent_id: str
+    finish: str | None
+    error: str | None  # the error's name, e.g. MessageAbortedError
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyActivity:
+    """A part of a message was created, changed or streamed (a delta)."""
+
+    session_id: str
+    message_id: str
+    kind: PartKind
+
+
+@dataclass(frozen=True, slots=True)
+class ToolProgress:
+    """A tool part changed state; ``running`` is true while the tool works."""
+
+    session_id: str
+    message_id: str
+    call_id: str
+    running: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """`session.status` / `session.idle`. ``busy`` is a level: it is re-sent at every loop step."""
+
+    session_id: str
+    run: SessionRun
+    attempt: int | None = None
+    retry_message: str | None = None
+    next_retry_at: float | None = None  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFailed:
+    """`session.error`: the running prompt failed; ``error`` is the error's name."""
+
+    session_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HumanAsked:
+    """A permission or question request: the session now waits for a person, not for the model."""
+
+    session_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HumanAnswered:
+    """A permission or question request was replied to or rejected."""
+
+    session_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed event the tracker has no use for (heartbeat-like noise, unknown types)."""
+
+    type: str
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """An event that could not be decoded; ``reason`` names what was wrong, never the content."""
+
+    type: str
+    reason: str
+
+
+Event = (
+    StreamConnected
+    | Heartbeat
+    | SessionSeen
+    | PromptAdmitted
+    | ReplyOpened
+    | ReplyFinished
+    | ReplyActivity
+    | ToolProgress
+    | StatusChanged
+    | SessionFailed
+    | HumanAsked
+    | HumanAnswered
+    | Ignored
+    | Malformed
+)

@@ -1,0 +1,188 @@
+"""Prometheus metrics: counters fed by transitions, gauges computed from live state at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from watchdog import __version__
+from watchdog.transitions import (
+    Accepted,
+    Completed,
+    FirstResponse,
+    PromptState,
+    Resolved,
+    Stalled,
+    Transition,
+)
+
+# Real replies run from under a second to half an hour of tool work; the buckets reach 30 minutes.
+DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, float("inf"))
+
+OTHER_TYPE = "other"
+DEFAULT_EVENT_TYPE_CAP = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSnapshot:
+    """What the scrape-time gauges need to know about one watched server."""
+
+    name: str
+    pending: dict[PromptState, int] = field(default_factory=dict)
+    oldest_pending_age: float = 0.0
+    stream_up: bool = False
+    last_event_at: float | None = None
+
+
+class Metrics:
+    """Owns every metric family of the daemon, registered in one registry."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        snapshots: Callable[[], Iterable[ServerSnapshot]],
+        *,
+        event_type_cap: int = DEFAULT_EVENT_TYPE_CAP,
+    ) -> None:
+        self.registry = registry
+        self._event_types: set[str] = set()
+        self._event_type_cap = event_type_cap
+        self.prompts_accepted = Counter(
+            "opencode_watchdog_prompts_accepted",
+            "Prompts (user messages) the server accepted.",
+            ["server"],
+            registry=registry,
+        )
+        self.prompts_completed = Counter(
+            "opencode_watchdog_prompts_completed",
+            "Prompts that ended, by outcome.",
+            ["server", "outcome"],
+            registry=registry,
+        )
+        self.stalls = Counter(
+            "opencode_watchdog_stalls",
+            "Stalls reported, by kind.",
+            ["server", "kind"],
+            registry=registry,
+        )
+        self.first_response = Histogram(
+            "opencode_watchdog_first_response_seconds",
+            "Time from acceptance to the model's first output.",
+            ["server"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.reply_duration = Histogram(
+            "opencode_watchdog_reply_duration_seconds",
+            "Time from acceptance to the end of the prompt, by outcome.",
+            ["server", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.events = Counter(
+            "opencode_watchdog_events",
+            "Events received from the servers' streams, by type (rare types beyond a cap count as other).",
+            ["server", "type"],
+            registry=registry,
+        )
+        self.malformed_events = Counter(
+            "opencode_watchdog_malformed_events",
+            "Events that could not be decoded.",
+            ["server"],
+            registry=registry,
+        )
+        self.stream_reconnects = Counter(
+            "opencode_watchdog_stream_reconnects",
+            "Times a stream was opened again after it had been up or had failed.",
+            ["server"],
+            registry=registry,
+        )
+        self.alert_deliveries = Counter(
+            "opencode_watchdog_alert_deliveries",
+            "Alert deliveries to webhooks and Alertmanagers, by sink and result.",
+            ["sink", "result"],
+            registry=registry,
+        )
+        registry.register(_StateCollector(snapshots))
+
+    def count_event(self, server: str, event_type: str) -> None:
+        """Count one received event; types past the cap share the label ``other``."""
+        if event_type not in self._event_types:
+            if len(self._event_types) >= self._event_type_cap:
+                event_type = OTHER_TYPE
+            else:
+                self._event_types.add(event_type)
+        self.events.labels(server=server, type=event_type).inc()
+
+    def register_server(self, server: str) -> None:
+        """Make a server's series exist (at zero) before its first event, so rates work from the start."""
+        self.prompts_accepted.labels(server=server)
+        self.stream_reconnects.labels(server=server)
+        self.malformed_events.labels(server=server)
+        for outcome in ("answered", "failed", "aborted", "dropped"):
+            self.prompts_completed.labels(server=server, outcome=outcome)
+        for kind in ("no_response", "inactive", "dropped"):
+            self.stalls.labels(server=server, kind=kind)
+
+    def emit(self, transition: Transition) -> None:
+        """Sink method: turn transitions into counts."""
+        server = transition.prompt.server
+        match transition:
+            case Accepted():
+                self.prompts_accepted.labels(server=server).inc()
+            case FirstResponse(latency=latency):
+                self.first_response.labels(server=server).observe(latency)
+            case Stalled(kind=kind):
+                self.stalls.labels(server=server, kind=kind.value).inc()
+            case Completed(outcome=outcome, duration=duration):
+                self.prompts_completed.labels(server=server, outcome=outcome.value).inc()
+                self.reply_duration.labels(server=server, outcome=outcome.value).observe(duration)
+            case Resolved():
+                pass
+
+
+class _StateCollector(Collector):
+    """Gauges that describe state are read from the trackers when Prometheus scrapes."""
+
+    def __init__(self, snapshots: Callable[[], Iterable[ServerSnapshot]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            "opencode_watchdog_prompts_pending",
+            "Prompts accepted and not yet ended, by what they are doing now.",
+            labels=["server", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "opencode_watchdog_oldest_pending_prompt_seconds",
+            "Age of the oldest pending prompt (0 when none is pending).",
+            labels=["server"],
+        )
+        up = GaugeMetricFamily(
+            "opencode_watchdog_stream_up",
+            "1 while the server's event stream is connected and live.",
+            labels=["server"],
+        )
+        last = GaugeMetricFamily(
+            "opencode_watchdog_last_event_timestamp_seconds",
+            "When the last event (heartbeats included) arrived from the server.",
+            labels=["server"],
+        )
+        for snap in self._snapshots():
+            for state in PromptState:
+                pending.add_metric([snap.name, state.value], snap.pending.get(state, 0))
+            oldest.add_metric([snap.name], snap.oldest_pending_age)
+            up.add_metric([snap.name], 1.0 if snap.stream_up else 0.0)
+            if snap.last_event_at is not None:
+                last.add_metric([snap.name], snap.last_event_at)
+        build = GaugeMetricFamily(
+            "opencode_watchdog_build_info",
+            "Always 1; the version label says which build runs.",
+            labels=["version"],
+        )
+        build.add_metric([__version__], 1.0)
+        yield from (pending, oldest, up, last, build)

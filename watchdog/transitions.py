@@ -1,0 +1,110 @@
+"""The tracker's output vocabulary: what became of a prompt."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.StrEnum):
+    """How a prompt ended."""
+
+    ANSWERED = "answered"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    DROPPED = "dropped"
+
+
+class StallKind(enum.StrEnum):
+    """Why a prompt is reported."""
+
+    NO_RESPONSE = "no_response"  # nothing from the model within the first-response timeout
+    INACTIVE = "inactive"  # the reply started, then went quiet
+    DROPPED = "dropped"  # the session went idle and the prompt never got a reply
+
+
+class PromptState(enum.StrEnum):
+    """What a pending prompt is doing now (the `state` label of the pending gauge)."""
+
+    WAITING = "waiting"
+    REPLYING = "replying"
+    RETRYING = "retrying"
+    BLOCKED = "blocked"
+    STALLED = "stalled"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The provider retry OpenCode is in (`session.status` type retry)."""
+
+    attempt: int | None
+    message: str | None
+    next_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRef:
+    """Identifies a prompt and carries what an alert should say about it (never its text)."""
+
+    server: str
+    session_id: str
+    message_id: str
+    accepted_at: float  # seconds since the epoch
+    directory: str | None = None
+    parent_session_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A new prompt is being tracked."""
+
+    prompt: PromptRef
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FirstResponse:
+    """The model said its first thing for this prompt."""
+
+    prompt: PromptRef
+    at: float
+    latency: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """A stall fired (once per kind per prompt)."""
+
+    prompt: PromptRef
+    kind: StallKind
+    at: float
+    waited: float  # seconds since acceptance
+    retry: Retry | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A fired stall is over: the reply came, completed, or the prompt was aborted."""
+
+    prompt: PromptRef
+    kind: StallKind
+    at: float
+    waited: float
+    outcome: Outcome | None = None  # set when the prompt ended at the same moment
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The prompt ended and is forgotten."""
+
+    prompt: PromptRef
+    outcome: Outcome
+    at: float
+    duration: float
+    reason: str | None = None  # e.g. the error name, "idle_without_reply"
+
+
+Transition = Accepted | FirstResponse | Stalled | Resolved | Completed
