@@ -1,0 +1,282 @@
+"""Maps OpenCode 1.x event JSON (`/event`, `/global/event`) to the tracker's typed events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from watchdog.events import (
+    Event,
+    Heartbeat,
+    HumanAnswered,
+    HumanAsked,
+    Ignored,
+    Malformed,
+    PartKind,
+    PromptAdmitted,
+    ReplyActivity,
+    ReplyFinished,
+    ReplyOpened,
+    SessionFailed,
+    SessionRun,
+    SessionSeen,
+    StatusChanged,
+    StreamConnected,
+    ToolProgress,
+)
+
+# Part types in which the model says something. Everything else (step-start, step-finish, patch,
+# snapshot, agent, compaction...) is bookkeeping: activity, but not a first response.
+CONTENT_PARTS = frozenset({"text", "reasoning", "tool", "file"})
+
+# Types the tracker does not need but that are part of the protocol; anything else is "unknown".
+KNOWN_IGNORED = frozenset(
+    {
+        "session.diff",
+        "session.deleted",
+        "session.compacted",
+        "message.removed",
+        "message.part.removed",
+        "file.edited",
+        "file.watcher.updated",
+        "todo.updated",
+        "lsp.updated",
+        "plugin.added",
+        "catalog.updated",
+        "reference.updated",
+        "integration.updated",
+        "installation.updated",
+        "installation.update-available",
+        "project.updated",
+        "vcs.branch.updated",
+        "command.executed",
+        "server.instance.disposed",
+        "global.disposed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One decoded stream line: the event, its wire type, its id and (global stream) directory."""
+
+    event: Event
+    type: str
+    event_id: str | None = None
+    directory: str | None = None
+
+
+class _BadFieldError(Exception):
+    """A required field is missing or has the wrong type; the message names the field only."""
+
+
+def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
+    """Decode one SSE ``data`` field; never raises.
+
+    Returns None for `/global/event` sync duplicates, which repeat an event already delivered.
+    ``directory_scoped`` is false for `/global/event`, whose payloads are wrapped as
+    ``{"directory", "project", "payload"}``.
+    """
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return Decoded(Malformed(type="?", reason="invalid JSON"), "?")
+    if not isinstance(obj, dict):
+        return Decoded(Malformed(type="?", reason="not a JSON object"), "?")
+    directory: str | None = None
+    if not directory_scoped:
+        payload = obj.get("payload")
+        if not isinstance(payload, dict):
+            return Decoded(Malformed(type="?", reason="global event without payload object"), "?")
+        raw_dir = obj.get("directory")
+        directory = raw_dir if isinstance(raw_dir, str) else None
+        if payload.get("type") == "sync":
+            return None
+        obj = payload
+    event = decode_event(obj, directory=directory)
+    etype = obj.get("type")
+    eid = obj.get("id")
+    return Decoded(
+        event=event,
+        type=etype if isinstance(etype, str) else "?",
+        event_id=eid if isinstance(eid, str) else None,
+        directory=directory,
+    )
+
+
+def decode_event(obj: Mapping[str, Any], *, directory: str | None = None) -> Event:
+    """Decode one event object ``{"type", "properties"}``; never raises."""
+    etype = obj.get("type")
+    if not isinstance(etype, str):
+        return Malformed(type="?", reason="missing type")
+    props = obj.get("properties", {})
+    if not isinstance(props, dict):
+        return Malformed(type=etype, reason="properties is not an object")
+    try:
+        return _decode(etype, props, directory)
+    except _BadFieldError as exc:
+        return Malformed(type=etype, reason=str(exc))
+
+
+def _decode(etype: str, p: Mapping[str, Any], directory: str | None) -> Event:
+    match etype:
+        case "server.connected":
+            return StreamConnected()
+        case "server.heartbeat":
+            return Heartbeat()
+        case "session.created" | "session.updated":
+            info = _obj(p, "info")
+            return SessionSeen(
+                session_id=_str(info, "id"),
+                parent_session_id=_opt_str(info, "parentID"),
+                directory=_opt_str(info, "directory") or directory,
+            )
+        case "message.updated":
+            return _message(_obj(p, "info"), directory)
+        case "message.part.updated":
+            return _part(_obj(p, "part"))
+        case "message.part.delta":
+            return ReplyActivity(
+                session_id=_str(p, "sessionID"),
+                message_id=_str(p, "messageID"),
+                kind=PartKind.CONTENT,
+            )
+        case "session.status":
+            return _status(_str(p, "sessionID"), _obj(p, "status"))
+        case "session.idle":
+            return StatusChanged(session_id=_str(p, "sessionID"), run=SessionRun.IDLE)
+        case "session.error":
+            session_id = _opt_str(p, "sessionID")
+            if session_id is None:
+                # Errors outside a session (e.g. provider auth at start-up) concern no prompt.
+                return Ignored(type=etype, known=True)
+            error = p.get("error")
+            name = error.get("name") if isinstance(error, dict) else None
+            return SessionFailed(
+                session_id=session_id, error=name if isinstance(name, str) else "Unknown"
+            )
+        case "permission.asked" | "question.asked" | "permission.v2.asked" | "question.v2.asked":
+            return HumanAsked(session_id=_str(p, "sessionID"), request_id=_str(p, "id"))
+        case (
+            "permission.replied"
+            | "question.replied"
+            | "question.rejected"
+            | "permission.v2.replied"
+            | "question.v2.replied"
+            | "question.v2.rejected"
+        ):
+            return HumanAnswered(session_id=_str(p, "sessionID"), request_id=_str(p, "requestID"))
+        case _:
+            known = etype in KNOWN_IGNORED or etype.startswith(("session.next.", "tui.", "pty."))
+            return Ignored(type=etype, known=known)
+
+
+def _message(info: Mapping[str, Any], directory: str | None) -> Event:
+    role = _str(info, "role")
+    session_id = _str(info, "sessionID")
+    message_id = _str(info, "id")
+    time = _obj(info, "time")
+    if role == "user":
+        if "summary" in info:
+            # OpenCode re-sends a stored user message with its diff summary after each run; an
+            # admission (first or repeated messageID) never carries one.
+            return Ignored(type="message.updated", known=True)
+        return PromptAdmitted(
+            session_id=session_id,
+            message_id=message_id,
+            created_at=_ms(time, "created") / 1000.0,
+            directory=directory,
+        )
+    if role != "assistant":
+        raise _BadFieldError("unknown role")
+    parent_id = _str(info, "parentID")
+    if time.get("completed") is None:
+        return ReplyOpened(
+            session_id=session_id,
+            message_id=message_id,
+            parent_id=parent_id,
+            provider=_opt_str(info, "providerID"),
+            model=_opt_str(info, "modelID"),
+        )
+    _ms(time, "completed")
+    error = info.get("error")
+    error_name: str | None = None
+    if isinstance(error, dict):
+        name = error.get("name")
+        error_name = name if isinstance(name, str) else "Unknown"
+    return ReplyFinished(
+        session_id=session_id,
+        message_id=message_id,
+        parent_id=parent_id,
+        finish=_opt_str(info, "finish"),
+        error=error_name,
+    )
+
+
+def _part(part: Mapping[str, Any]) -> Event:
+    session_id = _str(part, "sessionID")
+    message_id = _str(part, "messageID")
+    ptype = _str(part, "type")
+    if ptype == "tool":
+        state = _obj(part, "state")
+        status = _str(state, "status")
+        return ToolProgress(
+            session_id=session_id,
+            message_id=message_id,
+            call_id=_opt_str(part, "callID") or _str(part, "id"),
+            running=status in ("pending", "running"),
+        )
+    kind = PartKind.CONTENT if ptype in CONTENT_PARTS else PartKind.STEP
+    return ReplyActivity(session_id=session_id, message_id=message_id, kind=kind)
+
+
+def _status(session_id: str, status: Mapping[str, Any]) -> Event:
+    stype = _str(status, "type")
+    try:
+        run = SessionRun(stype)
+    except ValueError:
+        raise _BadFieldError(f"unknown session status {stype!r}"[:60]) from None
+    if run is not SessionRun.RETRY:
+        return StatusChanged(session_id=session_id, run=run)
+    attempt = status.get("attempt")
+    message = status.get("message")
+    next_ms = status.get("next")
+    return StatusChanged(
+        session_id=session_id,
+        run=run,
+        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        retry_message=message[:200] if isinstance(message, str) else None,
+        next_retry_at=float(next_ms) / 1000.0 if isinstance(next_ms, int | float) else None,
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _obj(m: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = m.get(key)
+    if not isinstance(value, dict):
+        raise _BadFieldError(f"{key} is not an object")
+    return value
+
+
+def _str(m: Mapping[str, Any], key: str) -> str:
+    value = m.get(key)
+    if not isinstance(value, str) or not value:
+        raise _BadFieldError(f"{key} is not a non-empty string")
+    return value
+
+
+def _opt_str(m: Mapping[str, Any], key: str) -> str | None:
+    value = m.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _ms(m: Mapping[str, Any], key: str) -> float:
+    value = m.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _BadFieldError(f"time.{key} is not a number")
+    return float(value)

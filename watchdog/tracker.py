@@ -1,0 +1,512 @@
+"""Matches accepted prompts with their replies and decides when one has stalled; pure, no I/O.
+
+Feed it events with ``feed(event, now)``, call ``tick(now)`` at ``next_deadline()``; both return the
+transitions that happened. ``now`` is wall-clock seconds since the epoch, supplied by the caller.
+
+The life of one prompt::
+
+    admitted ──► WAITING ──first content──► REPLYING ──finish:"stop"──► answered
+                    │   └─ st retry ─► RETRYING       │  └ finish:"tool-calls" ─► REPLYING (next step)
+                    │   └─ permission ─► BLOCKED       │
+                    ├─ first_response timeout ─► stall no_response     ├─ silence ─► stall inactive
+                    ├─ session idle, no reply ─► dropped               ├─ error ─► failed | aborted
+                    └─ later prompt's reply opens ─► folded into it (ends with its outcome)
+
+Each stall kind fires at most once per prompt and resolves once, when the reply arrives or the
+prompt ends.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from watchdog.events import (
+    Event,
+    HumanAnswered,
+    HumanAsked,
+    Origin,
+    PartKind,
+    PromptAdmitted,
+    ReplyActivity,
+    ReplyFinished,
+    ReplyOpened,
+    SessionFailed,
+    SessionRun,
+    SessionSeen,
+    StatusChanged,
+    ToolProgress,
+)
+from watchdog.transitions import (
+    Accepted,
+    Completed,
+    FirstResponse,
+    Outcome,
+    PromptRef,
+    PromptState,
+    Resolved,
+    Retry,
+    Stalled,
+    StallKind,
+    Transition,
+)
+
+ABORTED_ERROR = "MessageAbortedError"
+INTERMEDIATE_FINISH = "tool-calls"
+FAILED_FINISHES = frozenset({"error"})
+# How many answered message ids a session remembers, to tell OpenCode's re-sends of a stored
+# user message from a repeated messageID (which re-admits it with a new time.created).
+REMEMBERED_PER_SESSION = 16
+MAX_LINEAGE = 8  # sub-agents nest; a cycle in bad data must not loop forever
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long each phase may stay silent before it is reported (seconds)."""
+
+    first_response: float = 300.0
+    inactivity: float = 300.0
+    tool: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Memory bounds: a flood of sessions or prompts evicts the least recently active."""
+
+    sessions: int = 10_000
+    prompts: int = 10_000
+
+
+class _Why(enum.StrEnum):
+    IDLE_WITHOUT_REPLY = "idle_without_reply"
+    IDLE_BEFORE_FINISH = "idle_before_finish"
+    COMPLETED_WITHOUT_FINISH = "completed_without_finish"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPrompt:
+    """A read-only view of one pending prompt, for `/status`."""
+
+    ref: PromptRef
+    state: PromptState
+    age: float
+
+
+@dataclass(slots=True, eq=False)  # identity matters: two prompts may look alike
+class _Prompt:
+    ref: PromptRef
+    created_at: float  # the server's time.created, to recognise re-sends
+    clock_start: float | None  # None while queued behind an earlier prompt of the same session
+    last_activity: float
+    responded_at: float | None = None
+    replies: set[str] = field(default_factory=set)
+    running_tools: set[str] = field(default_factory=set)
+    stall: StallKind | None = None
+    fired: set[StallKind] = field(default_factory=set)
+    folded: list[_Prompt] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Session:
+    id: str
+    parent_id: str | None = None
+    directory: str | None = None
+    run: SessionRun | None = None
+    retry: Retry | None = None
+    waiting_on: set[str] = field(default_factory=set)  # permission/question request ids
+    blocked_since: float | None = None
+    prompts: list[_Prompt] = field(default_factory=list)
+    answered: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+
+class Tracker:
+    """The prompt/reply state machine for one OpenCode server."""
+
+    def __init__(
+        self, server: str, timeouts: Timeouts | None = None, limits: Limits | None = None
+    ) -> None:
+        self.server = server
+        self.timeouts = timeouts or Timeouts()
+        self.limits = limits or Limits()
+        self.evicted_sessions = 0
+        self.evicted_prompts = 0
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._reply_owner: dict[str, tuple[str, str]] = {}  # assistant id -> (session, user msg)
+        self._pending = 0
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        """Prompts accepted and not yet ended (folded prompts included)."""
+        return self._pending
+
+    def pending(self, now: float) -> list[PendingPrompt]:
+        """Every pending prompt with its state and age, oldest first."""
+        views = [
+            PendingPrompt(ref=p.ref, state=state, age=max(0.0, now - p.ref.accepted_at))
+            for session in self._sessions.values()
+            for lead in session.prompts
+            for state in (self._state(session, lead),)
+            for p in (lead, *lead.folded)
+        ]
+        return sorted(views, key=lambda v: v.ref.accepted_at)
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` has something to check next, or None when no timer runs."""
+        deadlines = [
+            d
+            for session in self._sessions.values()
+            for p in session.prompts
+            if (d := self._deadline(session, p)) is not None
+        ]
+        return min(deadlines, default=None)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Apply new timeouts to pending prompts too (config reload)."""
+        self.timeouts = timeouts
+
+    def tick(self, now: float) -> list[Transition]:
+        """Fire the stalls whose deadline has passed."""
+        out: list[Transition] = []
+        for session in self._sessions.values():
+            for p in session.prompts:
+                deadline = self._deadline(session, p)
+                if deadline is None or now < deadline:
+                    continue
+                kind = StallKind.INACTIVE if p.responded_at is not None else StallKind.NO_RESPONSE
+                self._fire(session, p, kind, now, out)
+        return out
+
+    def feed(self, event: Event, now: float) -> list[Transition]:
+        """Apply one event; returns what it changed."""
+        out: list[Transition] = []
+        match event:
+            case PromptAdmitted():
+                self._admit(event, now, out)
+            case ReplyOpened():
+                self._reply_opened(event, now, out)
+            case ReplyActivity(session_id=sid, message_id=mid, kind=kind):
+                self._activity(sid, mid, now, out, content=kind is PartKind.CONTENT)
+            case ToolProgress(session_id=sid, message_id=mid, call_id=call, running=running):
+                prompt = self._owner(mid)
+                if prompt is not None:
+                    if running:
+                        prompt.running_tools.add(call)
+                    else:
+                        prompt.running_tools.discard(call)
+                self._activity(sid, mid, now, out, content=True)
+            case ReplyFinished():
+                self._reply_finished(event, now, out)
+            case StatusChanged():
+                self._status(event, now, out)
+            case SessionFailed(session_id=sid, error=error):
+                session = self._sessions.get(sid)
+                if session is not None and session.prompts:
+                    outcome = Outcome.ABORTED if error == ABORTED_ERROR else Outcome.FAILED
+                    self._complete(session, session.prompts[0], outcome, now, out, reason=error)
+            case HumanAsked(session_id=sid, request_id=rid):
+                for session in self._lineage(sid):
+                    if not session.waiting_on:
+                        session.blocked_since = now
+                    session.waiting_on.add(rid)
+            case HumanAnswered(session_id=sid, request_id=rid):
+                for session in self._lineage(sid):
+                    session.waiting_on.discard(rid)
+                    if not session.waiting_on:
+                        self._unblock(session, now)
+            case SessionSeen(session_id=sid, parent_session_id=parent, directory=directory):
+                session = self._session(sid)
+                session.parent_id = parent if parent != sid else None
+                session.directory = directory or session.directory
+            case _:
+                pass
+        return out
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _admit(self, event: PromptAdmitted, now: float, out: list[Transition]) -> None:
+        session = self._session(event.session_id)
+        mid = event.message_id
+        if any(p.ref.message_id == mid for lead in session.prompts for p in (lead, *lead.folded)):
+            return  # re-sent, or a repeated messageID folded into the same pending prompt
+        if session.answered.get(mid) == event.created_at:
+            return  # a re-send of a message whose reply we already saw
+        accepted_at = now if event.origin is Origin.LIVE else min(now, event.created_at)
+        ref = PromptRef(
+            server=self.server,
+            session_id=session.id,
+            message_id=mid,
+            accepted_at=accepted_at,
+            directory=event.directory or session.directory,
+            parent_session_id=session.parent_id,
+        )
+        queued = bool(session.prompts)
+        prompt = _Prompt(
+            ref=ref,
+            created_at=event.created_at,
+            clock_start=None if queued else accepted_at,
+            last_activity=accepted_at,
+        )
+        session.prompts.append(prompt)
+        self._pending += 1
+        out.append(Accepted(prompt=ref, at=now))
+        self._enforce_prompt_limit()
+
+    def _reply_opened(self, event: ReplyOpened, now: float, out: list[Transition]) -> None:
+        session = self._sessions.get(event.session_id)
+        if session is None:
+            return
+        index = next(
+            (i for i, p in enumerate(session.prompts) if p.ref.message_id == event.parent_id), None
+        )
+        if index is None:
+            return  # a reply to a prompt we never saw accepted
+        prompt = session.prompts[index]
+        if prompt.ref.provider is None and (event.provider or event.model):
+            prompt.ref = replace(prompt.ref, provider=event.provider, model=event.model)
+        prompt.replies.add(event.message_id)
+        self._reply_owner[event.message_id] = (session.id, prompt.ref.message_id)
+        if index:
+            # OpenCode answers only the latest user message: earlier ones were folded into this
+            # request and share its outcome.
+            earlier = session.prompts[:index]
+            del session.prompts[:index]
+            starts = [p.clock_start for p in earlier if p.clock_start is not None]
+            prompt.clock_start = min([*starts, prompt.clock_start or now])
+            for p in earlier:
+                self._resolve(p, now, out)
+                prompt.folded.extend([p, *p.folded])
+                p.folded.clear()
+        if prompt.clock_start is None:
+            prompt.clock_start = now
+        if prompt.responded_at is not None:
+            prompt.last_activity = now  # the next step of a multi-step reply began
+
+    def _activity(
+        self, session_id: str, message_id: str, now: float, out: list[Transition], *, content: bool
+    ) -> None:
+        prompt = self._owner(message_id)
+        if prompt is not None:
+            prompt.last_activity = now
+            if prompt.responded_at is None and content:
+                prompt.responded_at = now
+                out.append(
+                    FirstResponse(prompt=prompt.ref, at=now, latency=now - prompt.ref.accepted_at)
+                )
+            if prompt.responded_at is not None:
+                self._resolve(prompt, now, out)
+        # A sub-agent's work is the parent's running `task` tool at work.
+        for ancestor in self._lineage(session_id, include_self=False):
+            for p in ancestor.prompts:
+                if p.responded_at is not None:
+                    p.last_activity = max(p.last_activity, now)
+
+    def _reply_finished(self, event: ReplyFinished, now: float, out: list[Transition]) -> None:
+        session = self._sessions.get(event.session_id)
+        if session is None:
+            return
+        prompt = self._owner(event.message_id) or next(
+            (p for p in session.prompts if p.ref.message_id == event.parent_id), None
+        )
+        if prompt is None:
+            return
+        prompt.replies.discard(event.message_id)
+        self._reply_owner.pop(event.message_id, None)
+        if event.error is not None:
+            outcome = Outcome.ABORTED if event.error == ABORTED_ERROR else Outcome.FAILED
+            self._complete(session, prompt, outcome, now, out, reason=event.error)
+        elif event.finish is None:
+            # Seen when a prompt is aborted while OpenCode waits to retry the provider.
+            reason = _Why.COMPLETED_WITHOUT_FINISH.value
+            self._complete(session, prompt, Outcome.ABORTED, now, out, reason=reason)
+        elif event.finish == INTERMEDIATE_FINISH:
+            self._activity(event.session_id, event.message_id, now, out, content=True)
+            prompt.running_tools.clear()
+        elif event.finish in FAILED_FINISHES:
+            self._complete(session, prompt, Outcome.FAILED, now, out, reason=event.finish)
+        else:
+            if prompt.responded_at is None:
+                self._activity(event.session_id, event.message_id, now, out, content=True)
+            self._complete(session, prompt, Outcome.ANSWERED, now, out, reason=event.finish)
+
+    def _status(self, event: StatusChanged, now: float, out: list[Transition]) -> None:
+        session = self._session(event.session_id)
+        session.run = event.run
+        if event.run is SessionRun.RETRY:
+            session.retry = Retry(event.attempt, event.retry_message, event.next_retry_at)
+            return
+        session.retry = None
+        if event.run is SessionRun.BUSY:
+            return
+        # Idle: the loop ended. Whatever is still pending will never be answered.
+        if session.waiting_on:
+            session.waiting_on.clear()
+            self._unblock(session, now)
+        for prompt in list(session.prompts):
+            why = _Why.IDLE_BEFORE_FINISH if prompt.responded_at else _Why.IDLE_WITHOUT_REPLY
+            self._resolve(prompt, now, out, outcome=Outcome.DROPPED)
+            if StallKind.DROPPED not in prompt.fired:
+                self._fire(session, prompt, StallKind.DROPPED, now, out, reason=why.value)
+            self._complete(session, prompt, Outcome.DROPPED, now, out, reason=why.value)
+
+    def _fire(
+        self,
+        session: _Session,
+        prompt: _Prompt,
+        kind: StallKind,
+        now: float,
+        out: list[Transition],
+        reason: str | None = None,
+    ) -> None:
+        prompt.fired.add(kind)
+        if kind is not StallKind.DROPPED:
+            prompt.stall = kind
+        for p in (prompt, *prompt.folded):
+            out.append(
+                Stalled(
+                    prompt=p.ref,
+                    kind=kind,
+                    at=now,
+                    waited=now - p.ref.accepted_at,
+                    retry=session.retry,
+                    reason=reason,
+                )
+            )
+
+    def _resolve(
+        self, prompt: _Prompt, now: float, out: list[Transition], outcome: Outcome | None = None
+    ) -> None:
+        if prompt.stall is None:
+            return
+        for p in (prompt, *prompt.folded):
+            out.append(
+                Resolved(
+                    prompt=p.ref,
+                    kind=prompt.stall,
+                    at=now,
+                    waited=now - p.ref.accepted_at,
+                    outcome=outcome,
+                )
+            )
+        prompt.stall = None
+
+    def _complete(
+        self,
+        session: _Session,
+        prompt: _Prompt,
+        outcome: Outcome,
+        now: float,
+        out: list[Transition],
+        reason: str | None = None,
+    ) -> None:
+        if prompt not in session.prompts:
+            return
+        self._resolve(prompt, now, out, outcome=outcome)
+        session.prompts.remove(prompt)
+        for p in (prompt, *prompt.folded):
+            self._pending -= 1
+            duration = now - p.ref.accepted_at
+            out.append(
+                Completed(prompt=p.ref, outcome=outcome, at=now, duration=duration, reason=reason)
+            )
+            session.answered[p.ref.message_id] = p.created_at
+        while len(session.answered) > REMEMBERED_PER_SESSION:
+            session.answered.popitem(last=False)
+        for reply in prompt.replies:
+            self._reply_owner.pop(reply, None)
+        if session.prompts and session.prompts[0].clock_start is None:
+            session.prompts[0].clock_start = now  # the next queued prompt's turn begins
+
+    def _unblock(self, session: _Session, now: float) -> None:
+        if session.blocked_since is None:
+            return
+        paused = now - session.blocked_since
+        session.blocked_since = None
+        for p in session.prompts:
+            if p.clock_start is not None:
+                p.clock_start += paused
+            p.last_activity += paused
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _deadline(self, session: _Session, p: _Prompt) -> float | None:
+        if session.waiting_on or p.clock_start is None:
+            return None
+        if p.responded_at is None:
+            if StallKind.NO_RESPONSE in p.fired:
+                return None
+            return p.clock_start + self.timeouts.first_response
+        if StallKind.INACTIVE in p.fired:
+            return None
+        quiet = self.timeouts.tool if p.running_tools else self.timeouts.inactivity
+        return p.last_activity + quiet
+
+    def _state(self, session: _Session, p: _Prompt) -> PromptState:
+        if p.stall is not None:
+            return PromptState.STALLED
+        if session.waiting_on:
+            return PromptState.BLOCKED
+        if session.retry is not None:
+            return PromptState.RETRYING
+        return PromptState.REPLYING if p.responded_at is not None else PromptState.WAITING
+
+    def _owner(self, assistant_id: str) -> _Prompt | None:
+        owner = self._reply_owner.get(assistant_id)
+        if owner is None:
+            return None
+        session = self._sessions.get(owner[0])
+        if session is None:
+            return None
+        return next((p for p in session.prompts if p.ref.message_id == owner[1]), None)
+
+    def _session(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._sessions[session_id] = _Session(id=session_id)
+            self._enforce_session_limit()
+        else:
+            self._sessions.move_to_end(session_id)
+        return session
+
+    def _lineage(self, session_id: str, *, include_self: bool = True) -> Iterator[_Session]:
+        session = self._sessions.get(session_id)
+        seen: set[str] = set()
+        if session is not None and not include_self:
+            seen.add(session.id)
+            session = self._sessions.get(session.parent_id) if session.parent_id else None
+        while session is not None and session.id not in seen and len(seen) < MAX_LINEAGE:
+            seen.add(session.id)
+            yield session
+            session = self._sessions.get(session.parent_id) if session.parent_id else None
+
+    def _enforce_session_limit(self) -> None:
+        while len(self._sessions) > self.limits.sessions:
+            victim_id = next(
+                (sid for sid, s in self._sessions.items() if not s.prompts),
+                next(iter(self._sessions)),
+            )
+            victim = self._sessions.pop(victim_id)
+            self.evicted_sessions += 1
+            for lead in victim.prompts:
+                self._forget(lead)
+
+    def _enforce_prompt_limit(self) -> None:
+        while self._pending > self.limits.prompts:
+            oldest = min(
+                ((s, p) for s in self._sessions.values() for p in s.prompts),
+                key=lambda sp: sp[1].ref.accepted_at,
+            )
+            oldest[0].prompts.remove(oldest[1])
+            self._forget(oldest[1])
+
+    def _forget(self, lead: _Prompt) -> None:
+        count = 1 + len(lead.folded)
+        self._pending -= count
+        self.evicted_prompts += count
+        for reply in lead.replies:
+            self._reply_owner.pop(reply, None)
