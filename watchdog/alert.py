@@ -1,0 +1,56 @@
+"""The alert document shared by the webhook and Alertmanager sinks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from watchdog.transitions import Resolved, Stalled
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds."""
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def document(transition: Stalled | Resolved) -> dict[str, Any]:
+    """The webhook body: what fired or resolved, for which prompt, and how long it waited."""
+    ref = transition.prompt
+    body: dict[str, Any] = {
+        "status": "firing" if isinstance(transition, Stalled) else "resolved",
+        "kind": transition.kind.value,
+        "server": ref.server,
+        "session_id": ref.session_id,
+        "message_id": ref.message_id,
+        "accepted_at": iso(ref.accepted_at),
+        "at": iso(transition.at),
+        "waited_seconds": round(transition.waited, 3),
+        "directory": ref.directory,
+        "parent_session_id": ref.parent_session_id,
+        "provider": ref.provider,
+        "model": ref.model,
+    }
+    if isinstance(transition, Stalled):
+        body["reason"] = transition.reason
+        retry = transition.retry
+        body["retry"] = (
+            None
+            if retry is None
+            else {
+                "attempt": retry.attempt,
+                "message": retry.message,
+                "next_at": iso(retry.next_at) if retry.next_at else None,
+            }
+        )
+    else:
+        body["outcome"] = transition.outcome.value if transition.outcome else None
+    return body
+
+
+def describe(transition: Stalled | Resolved) -> str:
+    """A short log-safe label for a delivery: kind, status and ids."""
+    status = "firing" if isinstance(transition, Stalled) else "resolved"
+    ref = transition.prompt
+    return f"{transition.kind.value}/{status} {ref.server} {ref.session_id} {ref.message_id}"

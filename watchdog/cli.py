@@ -1,0 +1,136 @@
+"""The `opencode-watchdog` command: `run` watches servers, `demo` shows it working without one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from watchdog import __version__
+from watchdog.config import ConfigError, RawOptions, load
+from watchdog.logs import configure
+from watchdog.sdnotify import Notifier
+
+EXIT_CONFIG = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render --help in the README)."""
+    top = argparse.ArgumentParser(
+        prog="opencode-watchdog",
+        description="Watches OpenCode servers for prompts that never get a reply.",
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="watch one or more OpenCode servers (the service)")
+    run.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="[NAME=]URL",
+        help="server to watch, repeatable (default http://127.0.0.1:4096)",
+    )
+    run.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="metrics, /healthz and /status (default 127.0.0.1:9464)",
+    )
+    run.add_argument(
+        "--first-response-timeout",
+        metavar="DURATION",
+        help="silence allowed before the model's first output (default 300s)",
+    )
+    run.add_argument(
+        "--inactivity-timeout",
+        metavar="DURATION",
+        help="silence allowed in the middle of a reply (default 300s)",
+    )
+    run.add_argument(
+        "--tool-timeout",
+        metavar="DURATION",
+        help="silence allowed while a tool runs (default 1800s)",
+    )
+    run.add_argument(
+        "--liveness-timeout",
+        metavar="DURATION",
+        help="a stream silent this long is dead and reopened (default 30s)",
+    )
+    run.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST every stall and resolution here as JSON, repeatable",
+    )
+    run.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file holding the server password (else $OPENCODE_SERVER_PASSWORD)",
+    )
+    run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
+    run.add_argument("--log-format", metavar="auto|json|console")
+    run.add_argument("--log-level", metavar="debug|info|warning|error")
+    demo = sub.add_parser("demo", help="replay a bundled recording with a stalled prompt")
+    demo.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT")
+    demo.add_argument(
+        "--hold", action="store_true", help="keep serving /metrics after the replay until Ctrl-C"
+    )
+    demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = parser().parse_args(argv)
+    environ = dict(os.environ)
+    if args.command == "demo":
+        from watchdog.demo import run_demo  # noqa: PLC0415 - only the demo needs its recording
+
+        configure(args.log_format, "info", sys.stdout)
+        try:
+            return run_demo(args.listen, hold=args.hold)
+        except ConfigError as exc:
+            return _config_error(exc)
+    if args.command != "run":
+        parser().print_help()
+        return EXIT_CONFIG
+    options = RawOptions(
+        servers=args.server,
+        listen=args.listen,
+        first_response_timeout=args.first_response_timeout,
+        inactivity_timeout=args.inactivity_timeout,
+        tool_timeout=args.tool_timeout,
+        liveness_timeout=args.liveness_timeout,
+        webhooks=args.webhook,
+        password_file=args.password_file,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        config=args.config,
+    )
+    try:
+        config = load(options, environ)
+    except ConfigError as exc:
+        return _config_error(exc)
+    configure(config.log_format, config.log_level, sys.stdout)
+    from watchdog.daemon import Daemon  # noqa: PLC0415 - keeps `--help` and bad flags fast
+
+    daemon = Daemon(
+        config,
+        notifier=Notifier.from_environ(environ),
+        reload=lambda: load(options, dict(os.environ)),
+    )
+    try:
+        anyio.run(daemon.run)
+    except ConfigError as exc:
+        return _config_error(exc)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _config_error(exc: ConfigError) -> int:
+    print(f"opencode-watchdog: error: {exc}", file=sys.stderr)
+    return EXIT_CONFIG

@@ -1,0 +1,357 @@
+"""Settings from flags, `OPENCODE_WATCHDOG_*` variables and a TOML file, checked once at start-up.
+
+Precedence: command line, then environment, then the config file, then defaults. Every bad value
+raises ``ConfigError`` naming the option and the expected form; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from watchdog.tracker import Timeouts
+
+DEFAULT_SERVER = "http://127.0.0.1:4096"
+DEFAULT_LISTEN = "127.0.0.1:9464"
+DEFAULT_USERNAME = "opencode"
+ENV_PREFIX = "OPENCODE_WATCHDOG_"
+CREDENTIAL_NAME = "opencode-password"  # systemd LoadCredential= name
+# OpenCode sends a heartbeat every 10 s; three missed ones mean the stream is dead.
+DEFAULT_LIVENESS = 30.0
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; ``str()`` is the one-line message for the operator."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One OpenCode server to watch."""
+
+    name: str
+    url: str
+    username: str = DEFAULT_USERNAME
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the daemon needs, validated."""
+
+    servers: tuple[ServerConfig, ...]
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9464
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    liveness_timeout: float = DEFAULT_LIVENESS
+    webhooks: tuple[str, ...] = ()
+    alertmanagers: tuple[str, ...] = ()
+    log_format: str = "auto"
+    log_level: str = "info"
+    config_file: Path | None = None
+
+
+@dataclass(slots=True)
+class RawOptions:
+    """Options as given on the command line (None = not given)."""
+
+    servers: list[str] = field(default_factory=list)
+    listen: str | None = None
+    first_response_timeout: str | None = None
+    inactivity_timeout: str | None = None
+    tool_timeout: str | None = None
+    liveness_timeout: str | None = None
+    webhooks: list[str] = field(default_factory=list)
+    alertmanagers: list[str] = field(default_factory=list)
+    password_file: str | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+    config: str | None = None
+
+
+_FILE_KEYS = {
+    "listen",
+    "first_response_timeout",
+    "inactivity_timeout",
+    "tool_timeout",
+    "liveness_timeout",
+    "webhook",
+    "alertmanager",
+    "password_file",
+    "log_format",
+    "log_level",
+    "servers",
+}
+_SERVER_KEYS = {"name", "url", "username", "password_file"}
+
+
+def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
+    """Merge the sources and validate every value."""
+    config_path = options.config or environ.get(f"{ENV_PREFIX}CONFIG")
+    file = _read_toml(Path(config_path)) if config_path else {}
+
+    def pick(flag: str | None, key: str) -> tuple[str, Any] | None:
+        if flag is not None:
+            return f"--{key.replace('_', '-')}", flag
+        env_key = f"{ENV_PREFIX}{key.upper()}"
+        if env_key in environ:
+            return env_key, environ[env_key]
+        if key in file:
+            return f"{config_path}: {key}", file[key]
+        return None
+
+    def duration(flag: str | None, key: str, default: float) -> float:
+        found = pick(flag, key)
+        return default if found is None else parse_duration(*found)
+
+    defaults = Timeouts()
+    timeouts = Timeouts(
+        first_response=duration(
+            options.first_response_timeout, "first_response_timeout", defaults.first_response
+        ),
+        inactivity=duration(options.inactivity_timeout, "inactivity_timeout", defaults.inactivity),
+        tool=duration(options.tool_timeout, "tool_timeout", defaults.tool),
+    )
+    liveness = duration(options.liveness_timeout, "liveness_timeout", DEFAULT_LIVENESS)
+    listen_found = pick(options.listen, "listen")
+    host, port = parse_listen(*(listen_found or ("--listen", DEFAULT_LISTEN)))
+    log_format = _choice(pick(options.log_format, "log_format"), LOG_FORMATS, "auto")
+    log_level = _choice(pick(options.log_level, "log_level"), LOG_LEVELS, "info")
+
+    password_file = pick(options.password_file, "password_file")
+    default_password = read_secret(*password_file) if password_file else _default_password(environ)
+    default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
+    servers = _servers(options, environ, file, config_path, default_username, default_password)
+    return Config(
+        servers=servers,
+        listen_host=host,
+        listen_port=port,
+        timeouts=timeouts,
+        liveness_timeout=liveness,
+        webhooks=_urls(options.webhooks, "webhook", environ, file, config_path),
+        alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
+        log_format=log_format,
+        log_level=log_level,
+        config_file=Path(config_path) if config_path else None,
+    )
+
+
+def parse_duration(option: str, value: object) -> float:
+    """Seconds from ``300``, ``"300"``, ``"90s"``, ``"5m"``, ``"1h"``; must be positive."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds is None or not seconds > 0 or seconds > 7 * 86400:
+        raise ConfigError(
+            option, f"expected a positive duration such as 300, 90s, 5m or 1h, got {value!r}"
+        )
+    return seconds
+
+
+def parse_listen(option: str, value: object) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    text = value if isinstance(value, str) else ""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(option, f"expected HOST:PORT such as 127.0.0.1:9464, got {value!r}")
+    return host, int(port_text)
+
+
+def parse_server(option: str, value: str) -> tuple[str, str]:
+    """``URL`` or ``NAME=URL``; the name defaults to the URL's host:port."""
+    name, sep, url = value.partition("=")
+    if not sep or "://" in name:
+        name, url = "", value
+    url = check_url(option, url)
+    if not name:
+        name = default_server_name(url)
+    if not _NAME.match(name):
+        raise ConfigError(option, f"server name must match {_NAME.pattern}, got {name!r}")
+    return name, url
+
+
+def check_url(option: str, url: str) -> str:
+    """An http(s) URL with a host and no credentials in it; trailing slash removed."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(option, f"expected an http:// or https:// URL, got {_redact(url)!r}")
+    if parts.username or parts.password:
+        raise ConfigError(option, "put credentials in a password file, not in the URL")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(option, f"bad port in {url!r}") from None
+    return url.strip().rstrip("/")
+
+
+def default_server_name(url: str) -> str:
+    """The URL's host:port, the ``server`` label when no name is given."""
+    parts = urlsplit(url)
+    host = parts.hostname or "server"
+    try:
+        ipaddress.IPv6Address(host)
+        host = f"[{host}]"
+    except ValueError:
+        pass
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{host}:{port}"
+
+
+def read_secret(option: str, path: object) -> str:
+    """The first line of a password file."""
+    try:
+        text = Path(str(path)).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read password file {path}: {exc.strerror}") from None
+    secret = text.splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ConfigError(option, f"password file {path} is empty")
+    return secret
+
+
+def _default_password(environ: Mapping[str, str]) -> str | None:
+    if environ.get("OPENCODE_SERVER_PASSWORD"):
+        return environ["OPENCODE_SERVER_PASSWORD"]
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return read_secret("$CREDENTIALS_DIRECTORY", Path(credentials) / CREDENTIAL_NAME)
+    return None
+
+
+def _servers(
+    options: RawOptions,
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+    username: str,
+    password: str | None,
+) -> tuple[ServerConfig, ...]:
+    result: list[ServerConfig] = []
+    if options.servers:
+        for value in options.servers:
+            name, url = parse_server("--server", value)
+            result.append(ServerConfig(name, url, username, password))
+    elif environ.get(f"{ENV_PREFIX}SERVER"):
+        for value in environ[f"{ENV_PREFIX}SERVER"].replace(",", " ").split():
+            name, url = parse_server(f"{ENV_PREFIX}SERVER", value)
+            result.append(ServerConfig(name, url, username, password))
+    elif "servers" in file:
+        tables = file["servers"]
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ConfigError(f"{config_path}: servers", "expected [[servers]] tables")
+        for i, table in enumerate(tables):
+            where = f"{config_path}: servers[{i}]"
+            unknown = set(table) - _SERVER_KEYS
+            if unknown:
+                raise ConfigError(where, f"unknown key {sorted(unknown)[0]!r}")
+            if not isinstance(table.get("url"), str):
+                raise ConfigError(f"{where}.url", "expected a URL string")
+            url = check_url(f"{where}.url", table["url"])
+            name = table.get("name") or default_server_name(url)
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ConfigError(f"{where}.name", f"must match {_NAME.pattern}")
+            user = table.get("username", username)
+            if not isinstance(user, str) or not user:
+                raise ConfigError(f"{where}.username", "expected a non-empty string")
+            secret = (
+                read_secret(f"{where}.password_file", table["password_file"])
+                if "password_file" in table
+                else password
+            )
+            result.append(ServerConfig(name, url, user, secret))
+    else:
+        result.append(
+            ServerConfig(default_server_name(DEFAULT_SERVER), DEFAULT_SERVER, username, password)
+        )
+    names = [s.name for s in result]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError("--server", f"server name {duplicate!r} is used twice")
+    return tuple(result)
+
+
+def _urls(
+    flags: Sequence[str],
+    key: str,
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+) -> tuple[str, ...]:
+    option = f"--{key}"
+    values: list[str]
+    if flags:
+        values = list(flags)
+    elif environ.get(f"{ENV_PREFIX}{key.upper()}"):
+        option = f"{ENV_PREFIX}{key.upper()}"
+        values = environ[option].replace(",", " ").split()
+    elif key in file:
+        option = f"{config_path}: {key}"
+        raw = file[key]
+        raw_list = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw_list, list) or not all(isinstance(v, str) for v in raw_list):
+            raise ConfigError(option, "expected a URL or a list of URLs")
+        values = raw_list
+    else:
+        return ()
+    return tuple(_check_sink_url(option, v) for v in values)
+
+
+def _check_sink_url(option: str, url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(option, f"expected an http:// or https:// URL, got {_redact(url)!r}")
+    return url.strip()
+
+
+def _choice(found: tuple[str, Any] | None, allowed: Sequence[str], default: str) -> str:
+    if found is None:
+        return default
+    option, value = found
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ConfigError(option, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value.lower()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)[0]}", "unknown key")
+    return data
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url
+
+
+def environ_snapshot() -> dict[str, str]:
+    """The process environment, read once at the edge."""
+    return dict(os.environ)

@@ -1,0 +1,268 @@
+"""Wires the pieces into the long-running service: one task per stream, one for timers, one for HTTP."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
+
+from watchdog import __version__
+from watchdog.config import Config, ConfigError
+from watchdog.endpoint import Endpoint, Health, bound_port
+from watchdog.metrics import Metrics
+from watchdog.outbox import Outbox
+from watchdog.sdnotify import Notifier
+from watchdog.sinks import Sink
+from watchdog.sinks.log import LogSink
+from watchdog.sinks.webhook import WebhookSink
+from watchdog.source import EventSource
+from watchdog.tracker import Tracker
+from watchdog.transitions import Transition
+from watchdog.watch import ServerWatch, StreamState
+
+log = structlog.get_logger("watchdog.daemon")
+
+# The timer loop wakes at least this often, so the systemd watchdog ping proves it still turns.
+MAX_TIMER_SLEEP = 5.0
+READY_WAIT = 10.0  # report READY even if a server is down: the daemon itself is up
+SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
+
+
+class Timers:
+    """Calls every tracker's ``tick`` at its next deadline; no polling loop spins."""
+
+    def __init__(
+        self,
+        watches: Sequence[ServerWatch],
+        dispatch: Callable[[list[Transition]], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._watches = watches
+        self._dispatch = dispatch
+        self._clock = clock
+        self._wake = anyio.Event()
+        self._scheduled = math.inf
+        self.last_turn = time.monotonic()
+
+    def poke(self) -> None:
+        """A deadline may have moved earlier; recompute."""
+        deadline = min(
+            (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
+            default=math.inf,
+        )
+        if deadline < self._scheduled:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Tick, sleep until the earliest deadline (or a poke), repeat."""
+        while True:
+            self.last_turn = time.monotonic()
+            now = self._clock()
+            for watch in self._watches:
+                self._dispatch(watch.tracker.tick(now))
+            self._scheduled = min(
+                (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
+                default=math.inf,
+            )
+            delay = min(MAX_TIMER_SLEEP, max(0.0, self._scheduled - self._clock()))
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+
+class Daemon:
+    """The service: build it from a Config, then ``await run()`` until cancelled or signalled."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+        notifier: Notifier | None = None,
+        reload: Callable[[], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry, lambda: [w.snapshot(clock()) for w in self.watches])
+        self._transport = transport
+        self._notifier = notifier or Notifier()
+        self._reload = reload
+        self._clients: list[httpx.AsyncClient] = []
+        self.outboxes: list[Outbox] = []
+        self.watches: list[ServerWatch] = []
+        sink_client = self._client(timeout=httpx.Timeout(10.0))
+        self.sinks: list[Sink] = [self.metrics, LogSink()]
+        for url in config.webhooks:
+            outbox = Outbox("webhook", url, sink_client, count=self._delivery_counter("webhook"))
+            self.outboxes.append(outbox)
+            self.sinks.append(WebhookSink(outbox))
+        for server in config.servers:
+            auth = httpx.BasicAuth(server.username, server.password) if server.password else None
+            # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s,
+            # so a stream (or a server still booting) that sends nothing for longer is dead.
+            timeout = httpx.Timeout(10.0, read=config.liveness_timeout)
+            client = self._client(timeout=timeout, auth=auth)
+            tracker = Tracker(server.name, config.timeouts)
+            self.metrics.register_server(server.name)
+            self.watches.append(
+                ServerWatch(
+                    server.name,
+                    server.url,
+                    EventSource(client, server.url),
+                    tracker,
+                    metrics=self.metrics,
+                    dispatch=self.dispatch,
+                    clock=clock,
+                )
+            )
+        self.timers = Timers(self.watches, self.dispatch, clock)
+        self.endpoint = Endpoint(self.registry, self.health, self.status)
+
+    def _client(self, **kwargs: Any) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(transport=self._transport, **kwargs)
+        self._clients.append(client)
+        return client
+
+    def _delivery_counter(self, sink: str) -> Callable[[str], None]:
+        def count(result: str) -> None:
+            self.metrics.alert_deliveries.labels(sink=sink, result=result).inc()
+
+        return count
+
+    def dispatch(self, transitions: list[Transition]) -> None:
+        """Hand transitions to every sink; a failing sink is our bug, logged, never fatal."""
+        for transition in transitions:
+            for sink in self.sinks:
+                try:
+                    sink.emit(transition)
+                except Exception:
+                    log.exception("sink.failed", sink=type(sink).__name__)
+        # Admissions, unblocks and finished tools can move a deadline earlier, with or without
+        # a transition; recomputing is cheap next to the event that caused it.
+        self.timers.poke()
+
+    def health(self) -> Health:
+        """Healthy when every stream is up and has sent something within the liveness window."""
+        now = self.clock()
+        servers: dict[str, Any] = {}
+        ok = True
+        for w in self.watches:
+            fresh = (
+                w.status.last_event_at is not None
+                and now - w.status.last_event_at <= self.config.liveness_timeout
+            )
+            live = w.status.state is StreamState.UP and fresh
+            ok = ok and live
+            servers[w.name] = {"state": w.status.state.value, "live": live}
+            if not live:
+                servers[w.name]["reason"] = w.status.last_error or (
+                    "no event within the liveness window"
+                    if w.status.state is StreamState.UP
+                    else "not connected yet"
+                )
+        return Health(ok=ok, detail={"servers": servers})
+
+    def status(self) -> dict[str, Any]:
+        """The `/status` document."""
+        now = self.clock()
+        return {
+            "version": __version__,
+            "now": now,
+            "servers": [w.describe(now) for w in self.watches],
+        }
+
+    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or SIGTERM/SIGINT; reports the metrics port once listening."""
+        try:
+            listener = await self.endpoint.bind(self.config.listen_host, self.config.listen_port)
+        except OSError as exc:
+            raise ConfigError(
+                "--listen",
+                f"cannot listen on {self.config.listen_host}:{self.config.listen_port}: "
+                f"{exc.strerror or exc}",
+            ) from None
+        port = bound_port(listener)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.endpoint.serve, listener)
+                log.info(
+                    "daemon.started",
+                    version=__version__,
+                    listen=f"{self.config.listen_host}:{port}",
+                    servers=[w.name for w in self.watches],
+                    first_response_timeout=self.config.timeouts.first_response,
+                    inactivity_timeout=self.config.timeouts.inactivity,
+                    tool_timeout=self.config.timeouts.tool,
+                )
+                for outbox in self.outboxes:
+                    tg.start_soon(outbox.run)
+                for watch in self.watches:
+                    tg.start_soon(watch.follow)
+                tg.start_soon(self.timers.run)
+                tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self._systemd)
+                task_status.started(port)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self._notifier.stopping()
+                for outbox in self.outboxes:
+                    await outbox.drain(SHUTDOWN_GRACE)
+                for client in self._clients:
+                    await client.aclose()
+                log.info("daemon.stopped")
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload_config()
+                    continue
+                log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    def _reload_config(self) -> None:
+        if self._reload is None:
+            log.warning("config.reload_skipped", reason="no config source to reload")
+            return
+        try:
+            fresh = self._reload()
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc))
+            return
+        for watch in self.watches:
+            watch.tracker.set_timeouts(fresh.timeouts)
+        self.config = replace(self.config, timeouts=fresh.timeouts)
+        log.info(
+            "config.reloaded",
+            first_response_timeout=fresh.timeouts.first_response,
+            inactivity_timeout=fresh.timeouts.inactivity,
+            tool_timeout=fresh.timeouts.tool,
+        )
+        self.timers.poke()
+
+    async def _systemd(self) -> None:
+        with anyio.move_on_after(READY_WAIT):
+            while any(w.status.state is StreamState.CONNECTING for w in self.watches):  # noqa: ASYNC110 - a bounded start-up wait; an Event per watch would be more code
+                await anyio.sleep(0.05)
+        up = sum(w.status.state is StreamState.UP for w in self.watches)
+        self._notifier.ready(f"watching {up}/{len(self.watches)} servers")
+        interval = self._notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            await anyio.sleep(interval / 2)
+            # Ping only while the timer loop still turns: a wedged daemon gets restarted.
+            if time.monotonic() - self.timers.last_turn < max(interval, 2 * MAX_TIMER_SLEEP):
+                self._notifier.watchdog_ping()

@@ -1,0 +1,180 @@
+"""Follows one server's event stream: reconnects, decodes, feeds its tracker, hands on transitions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from watchdog.backoff import Backoff
+from watchdog.decode_v1 import decode_line
+from watchdog.events import Event, Ignored, Malformed, StreamConnected
+from watchdog.metrics import Metrics, ServerSnapshot
+from watchdog.source import AuthError, EventSource, StreamError, StreamPath
+from watchdog.tracker import Tracker
+from watchdog.transitions import PromptState, Transition
+
+log = structlog.get_logger("watchdog.stream")
+
+# A stream that stayed up this long counts as healthy: the next failure starts backoff afresh.
+HEALTHY_AFTER = 60.0
+# Wrong credentials will not fix themselves in a second; don't hammer the server's auth.
+AUTH_RETRY_FLOOR = 30.0
+
+
+class StreamState(enum.StrEnum):
+    """Where a server's stream stands."""
+
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"
+    AUTH_FAILED = "auth_failed"
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    """Mutable facts about one stream, read by `/healthz`, `/status` and the gauges."""
+
+    state: StreamState = StreamState.CONNECTING
+    path: str | None = None
+    since: float | None = None
+    last_event_at: float | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+
+
+class ServerWatch:
+    """One watched server: its tracker and the task that keeps its stream open."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        source: EventSource,
+        tracker: Tracker,
+        *,
+        metrics: Metrics,
+        dispatch: Callable[[list[Transition]], None],
+        clock: Callable[[], float],
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.source = source
+        self.tracker = tracker
+        self.status = StreamStatus()
+        self._metrics = metrics
+        self._dispatch = dispatch
+        self._clock = clock
+        self._backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self._sleep = sleep
+        self._warned_types: set[str] = set()
+
+    async def follow(self) -> None:
+        """Keep the stream open forever; failures are logged, counted and retried with backoff."""
+        attempt = 0
+        while True:
+            if attempt:
+                self.status.reconnects += 1
+                self._metrics.stream_reconnects.labels(server=self.name).inc()
+            attempt += 1
+            opened_at = self._clock()
+            try:
+                async with self.source.connect() as chunks:
+                    self.status.path = self.source.path.value
+                    async for chunk in chunks:
+                        self.handle(chunk.data, self._clock())
+            except AuthError as exc:
+                self._down(StreamState.AUTH_FAILED, str(exc))
+                delay = max(AUTH_RETRY_FLOOR, self._backoff.next_delay())
+            except StreamError as exc:
+                self._down(StreamState.DOWN, str(exc))
+                if self._clock() - opened_at >= HEALTHY_AFTER:
+                    self._backoff.reset()
+                delay = self._backoff.next_delay()
+            log.info("stream.retrying", server=self.name, retry_in=round(delay, 2))
+            await self._sleep(delay)
+
+    def handle(self, data: str, now: float) -> None:
+        """Decode one event and feed it to the tracker."""
+        self.status.last_event_at = now
+        decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
+        if decoded is None:
+            return  # a /global/event sync duplicate
+        event = decoded.event
+        self._metrics.count_event(self.name, decoded.type)
+        self._count(event)
+        if isinstance(event, StreamConnected):
+            self._up(now)
+        self._dispatch(self.tracker.feed(event, now))
+
+    def snapshot(self, now: float) -> ServerSnapshot:
+        """What the scrape-time gauges show for this server."""
+        pending = self.tracker.pending(now)
+        counts: dict[PromptState, int] = {}
+        for p in pending:
+            counts[p.state] = counts.get(p.state, 0) + 1
+        return ServerSnapshot(
+            name=self.name,
+            pending=counts,
+            oldest_pending_age=max((p.age for p in pending), default=0.0),
+            stream_up=self.status.state is StreamState.UP,
+            last_event_at=self.status.last_event_at,
+        )
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """The `/status` view of this server (ids and states only)."""
+        return {
+            "server": self.name,
+            "url": self.url,
+            "stream": {
+                "state": self.status.state.value,
+                "path": self.status.path,
+                "since": self.status.since,
+                "last_event_at": self.status.last_event_at,
+                "last_error": self.status.last_error,
+                "reconnects": self.status.reconnects,
+            },
+            "pending": [
+                {
+                    "server": self.name,
+                    "session_id": p.ref.session_id,
+                    "message_id": p.ref.message_id,
+                    "directory": p.ref.directory,
+                    "state": p.state.value,
+                    "age_seconds": round(p.age, 3),
+                }
+                for p in self.tracker.pending(now)
+            ],
+        }
+
+    def _count(self, event: Event) -> None:
+        match event:
+            case Malformed(type=etype, reason=reason):
+                self._metrics.malformed_events.labels(server=self.name).inc()
+                log.warning("event.malformed", server=self.name, type=etype, reason=reason)
+            case Ignored(type=etype, known=False):
+                if etype not in self._warned_types and len(self._warned_types) < 100:
+                    self._warned_types.add(etype)
+                    log.info("event.unknown_type", server=self.name, type=etype)
+            case _:
+                pass
+
+    def _up(self, now: float) -> None:
+        if self.status.state is not StreamState.UP:
+            log.info("stream.up", server=self.name, path=self.source.path.value)
+        self.status.state = StreamState.UP
+        self.status.since = now
+        self.status.last_error = None
+
+    def _down(self, state: StreamState, error: str) -> None:
+        level = "error" if state is StreamState.AUTH_FAILED else "warning"
+        getattr(log, level)("stream.down", server=self.name, error=error)
+        self.status.state = state
+        self.status.since = self._clock()
+        self.status.last_error = error
