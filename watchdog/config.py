@@ -26,7 +26,7 @@ CREDENTIAL_NAME = "opencode-password"  # systemd LoadCredential= name
 # OpenCode sends a heartbeat every 10 s; three missed ones mean the stream is dead.
 DEFAULT_LIVENESS = 30.0
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 LOG_FORMATS = ("auto", "json", "console")
