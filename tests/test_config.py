@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,14 +130,13 @@ def test_cli_bad_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert main(["run", "--inactivity-timeout", "never"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "opencode-watchdog: error: --inactivity-timeout: expected a positive duration such as 300, 90s, 5m or 1h, got 'never'"
+        "opencode-watchdog: error: --inactivity-timeout: "
+        "expected a positive duration such as 300, 90s, 5m or 1h, got 'never'"
     ]
 
 
 def test_cli_busy_listen_address_exits_2(tmp_path: Path) -> None:
     """A metrics address already in use is a configuration error, not a traceback."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()

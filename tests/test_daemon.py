@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.conftest import FIXTURES
@@ -263,14 +264,12 @@ async def test_malformed_and_unknown_events_are_counted_not_fatal() -> None:
 
 def test_event_type_label_is_bounded() -> None:
     """Past the cap, new event types share the label `other`."""
-    from prometheus_client import CollectorRegistry
-
     metrics = Metrics(CollectorRegistry(), list, event_type_cap=3)
     for i in range(10):
         metrics.count_event("oc", f"type.{i}")
     values = {
         s.labels["type"]: s.value
-        for s in metrics.events.collect()[0].samples
+        for s in next(iter(metrics.events.collect())).samples
         if s.name.endswith("_total")
     }
     assert values == {"type.0": 1.0, "type.1": 1.0, "type.2": 1.0, "other": 7.0}
