@@ -24,7 +24,7 @@ from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
 from watchdog.sinks.log import LogSink
 from watchdog.sinks.webhook import WebhookSink
-from watchdog.source import EventSource
+from watchdog.source import EventSource, ServerApi
 from watchdog.tracker import Tracker
 from watchdog.transitions import Transition
 from watchdog.watch import ServerWatch, StreamState
@@ -121,6 +121,7 @@ class Daemon:
                     server.url,
                     EventSource(client, server.url),
                     tracker,
+                    api=ServerApi(client, server.url),
                     metrics=self.metrics,
                     dispatch=self.dispatch,
                     clock=clock,
@@ -209,6 +210,7 @@ class Daemon:
                     tg.start_soon(outbox.run)
                 for watch in self.watches:
                     tg.start_soon(watch.follow)
+                    tg.start_soon(watch.reconcile_forever)
                 tg.start_soon(self.timers.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
                 tg.start_soon(self._systemd)

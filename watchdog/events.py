@@ -150,6 +150,47 @@ class Malformed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReplySnapshot:
+    """An assistant message as a REST read shows it."""
+
+    message_id: str
+    completed: bool
+    finish: str | None
+    error: str | None
+    has_content: bool
+    running_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSnapshot:
+    """A user message and its replies as a REST read shows them, oldest reply first."""
+
+    message_id: str
+    created_at: float
+    replies: tuple[ReplySnapshot, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """A session read over REST after (re)connecting: events are not replayed, so this fills the gap.
+
+    ``taken_at`` is when the read began: prompts accepted later are newer than the snapshot.
+    ``restarted`` says the stream had broken before, so prompts lost meanwhile died with the server.
+    """
+
+    session_id: str
+    run: SessionRun
+    taken_at: float
+    prompts: tuple[PromptSnapshot, ...] = ()
+    directory: str | None = None
+    attempt: int | None = None
+    retry_message: str | None = None
+    next_retry_at: float | None = None
+    waiting_on: tuple[str, ...] = ()  # pending permission/question request ids
+    restarted: bool = False
+
+
 Event = (
     StreamConnected
     | Heartbeat
@@ -163,6 +204,7 @@ Event = (
     | SessionFailed
     | HumanAsked
     | HumanAnswered
+    | SessionSnapshot
     | Ignored
     | Malformed
 )

@@ -107,6 +107,38 @@ class _NotFoundError(Exception):
     pass
 
 
+class ServerApi:
+    """REST reads of the same server, used to catch up after (re)connecting."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, *, timeout: float = 10.0) -> None:
+        self._client = client
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+
+    async def get(
+        self, path: str, *, directory: str | None = None, params: dict[str, str] | None = None
+    ) -> object:
+        """GET a JSON document; raises ``StreamError`` subclasses like the stream does."""
+        url = f"{self._base}{path}"
+        query = dict(params or {})
+        if directory:
+            query["directory"] = directory  # REST answers are per project directory
+        try:
+            response = await self._client.get(url, params=query, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, url) from None
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"{url} answered {response.status_code}: check the username and password"
+            )
+        if response.status_code != 200:
+            raise ProtocolError(f"{url} answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise ProtocolError(f"{url} answered something that is not JSON") from None
+
+
 async def _chunks(events: AsyncIterator[object], url: str) -> AsyncIterator[Chunk]:
     try:
         async for sse in events:
@@ -124,7 +156,7 @@ def _translate(exc: httpx.HTTPError, url: str) -> StreamError:
     name = type(exc).__name__
     match exc:
         case httpx.ReadTimeout() | httpx.PoolTimeout():
-            return SilentError(f"{url}: no data within the liveness window")
+            return SilentError(f"{url}: no data within the time allowed")
         case httpx.ConnectTimeout():
             return UnreachableError(f"{url}: connect timed out")
         case httpx.ConnectError():

@@ -33,9 +33,11 @@ from watchdog.events import (
     ReplyActivity,
     ReplyFinished,
     ReplyOpened,
+    ReplySnapshot,
     SessionFailed,
     SessionRun,
     SessionSeen,
+    SessionSnapshot,
     StatusChanged,
     ToolProgress,
 )
@@ -83,6 +85,7 @@ class _Why(enum.StrEnum):
     IDLE_WITHOUT_REPLY = "idle_without_reply"
     IDLE_BEFORE_FINISH = "idle_before_finish"
     COMPLETED_WITHOUT_FINISH = "completed_without_finish"
+    SERVER_RESTART = "server_restart"  # the server lost the prompt while the stream was down
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,14 @@ class Tracker:
         self._pending = 0
 
     # -- queries ------------------------------------------------------------------------------
+
+    def directories(self) -> list[str]:
+        """Project directories seen on this server (bounded by the session limit)."""
+        return sorted({s.directory for s in self._sessions.values() if s.directory})
+
+    def pending_sessions(self) -> dict[str, str | None]:
+        """Sessions with pending prompts and their directory: what a reconnect must re-read."""
+        return {s.id: s.directory for s in self._sessions.values() if s.prompts}
 
     @property
     def pending_count(self) -> int:
@@ -219,6 +230,8 @@ class Tracker:
                     session.waiting_on.discard(rid)
                     if not session.waiting_on:
                         self._unblock(session, now)
+            case SessionSnapshot():
+                self._reconcile(event, now, out)
             case SessionSeen(session_id=sid, parent_session_id=parent, directory=directory):
                 session = self._session(sid)
                 session.parent_id = parent if parent != sid else None
@@ -257,7 +270,9 @@ class Tracker:
         out.append(Accepted(prompt=ref, at=now))
         self._enforce_prompt_limit()
 
-    def _reply_opened(self, event: ReplyOpened, now: float, out: list[Transition]) -> None:
+    def _reply_opened(
+        self, event: ReplyOpened, now: float, out: list[Transition], *, touch: bool = True
+    ) -> None:
         session = self._sessions.get(event.session_id)
         if session is None:
             return
@@ -284,7 +299,7 @@ class Tracker:
                 p.folded.clear()
         if prompt.clock_start is None:
             prompt.clock_start = now
-        if prompt.responded_at is not None:
+        if prompt.responded_at is not None and touch:
             prompt.last_activity = now  # the next step of a multi-step reply began
 
     def _activity(
@@ -317,22 +332,72 @@ class Tracker:
             return
         prompt.replies.discard(event.message_id)
         self._reply_owner.pop(event.message_id, None)
-        if event.error is not None:
-            outcome = Outcome.ABORTED if event.error == ABORTED_ERROR else Outcome.FAILED
-            self._complete(session, prompt, outcome, now, out, reason=event.error)
-        elif event.finish is None:
-            # Seen when a prompt is aborted while OpenCode waits to retry the provider.
-            reason = _Why.COMPLETED_WITHOUT_FINISH.value
-            self._complete(session, prompt, Outcome.ABORTED, now, out, reason=reason)
-        elif event.finish == INTERMEDIATE_FINISH:
+        ending = _ending(event.finish, event.error)
+        if ending is None:
             self._activity(event.session_id, event.message_id, now, out, content=True)
             prompt.running_tools.clear()
-        elif event.finish in FAILED_FINISHES:
-            self._complete(session, prompt, Outcome.FAILED, now, out, reason=event.finish)
+            return
+        outcome, reason = ending
+        if outcome is Outcome.ANSWERED and prompt.responded_at is None:
+            self._activity(event.session_id, event.message_id, now, out, content=True)
+        self._complete(session, prompt, outcome, now, out, reason=reason)
+
+    def _reconcile(self, snap: SessionSnapshot, now: float, out: list[Transition]) -> None:
+        """Bring a session up to date with a REST read, without counting anything twice."""
+        session = self._session(snap.session_id)
+        session.directory = snap.directory or session.directory
+        if snap.run is SessionRun.RETRY:
+            session.retry = Retry(snap.attempt, snap.retry_message, snap.next_retry_at)
         else:
-            if prompt.responded_at is None:
-                self._activity(event.session_id, event.message_id, now, out, content=True)
-            self._complete(session, prompt, Outcome.ANSWERED, now, out, reason=event.finish)
+            session.retry = None
+        session.run = snap.run
+        if set(snap.waiting_on) != session.waiting_on:
+            if snap.waiting_on and not session.waiting_on:
+                session.blocked_since = now
+            session.waiting_on = set(snap.waiting_on)
+            if not session.waiting_on:
+                self._unblock(session, now)
+        for ps in snap.prompts:
+            ending = _ending(ps.replies[-1].finish, ps.replies[-1].error) if ps.replies else None
+            done = bool(ps.replies) and ps.replies[-1].completed and ending is not None
+            prompt = self._pending_prompt(session, ps.message_id)
+            if prompt is None:
+                if done or snap.run is SessionRun.IDLE:
+                    continue  # ended while we were not looking: nothing left to watch
+                if session.answered.get(ps.message_id) == ps.created_at:
+                    continue  # its ending reached us on the stream after the read began
+                admitted = PromptAdmitted(
+                    snap.session_id, ps.message_id, ps.created_at, snap.directory, Origin.RECONCILED
+                )
+                self._admit(admitted, now, out)
+                prompt = self._pending_prompt(session, ps.message_id)
+                if prompt is None:
+                    continue
+            self._adopt_replies(snap, ps.replies, prompt, now, out)
+            if done and ending is not None:
+                self._complete(session, prompt, ending[0], now, out, reason=ending[1])
+        if snap.run is SessionRun.IDLE:
+            why = _Why.SERVER_RESTART if snap.restarted else _Why.IDLE_WITHOUT_REPLY
+            for prompt in list(session.prompts):
+                if prompt.ref.accepted_at <= snap.taken_at:
+                    self._drop(session, prompt, now, out, why)
+
+    def _adopt_replies(
+        self,
+        snap: SessionSnapshot,
+        replies: tuple[ReplySnapshot, ...],
+        prompt: _Prompt,
+        now: float,
+        out: list[Transition],
+    ) -> None:
+        for reply in replies:
+            opened = ReplyOpened(snap.session_id, reply.message_id, prompt.ref.message_id)
+            # Known replies keep their clocks: a read must not hide a silence.
+            self._reply_opened(opened, now, out, touch=False)
+            if not reply.completed:
+                prompt.running_tools.update(reply.running_tools)
+        if prompt.responded_at is None and any(r.has_content for r in replies):
+            self._activity(snap.session_id, replies[-1].message_id, now, out, content=True)
 
     def _status(self, event: StatusChanged, now: float, out: list[Transition]) -> None:
         session = self._session(event.session_id)
@@ -349,10 +414,14 @@ class Tracker:
             self._unblock(session, now)
         for prompt in list(session.prompts):
             why = _Why.IDLE_BEFORE_FINISH if prompt.responded_at else _Why.IDLE_WITHOUT_REPLY
-            self._resolve(prompt, now, out, outcome=Outcome.DROPPED)
-            if StallKind.DROPPED not in prompt.fired:
-                self._fire(session, prompt, StallKind.DROPPED, now, out, reason=why.value)
-            self._complete(session, prompt, Outcome.DROPPED, now, out, reason=why.value)
+            self._drop(session, prompt, now, out, why)
+
+    def _drop(
+        self, session: _Session, prompt: _Prompt, now: float, out: list[Transition], why: _Why
+    ) -> None:
+        self._resolve(prompt, now, out, outcome=Outcome.DROPPED)
+        self._fire(session, prompt, StallKind.DROPPED, now, out, reason=why.value)
+        self._complete(session, prompt, Outcome.DROPPED, now, out, reason=why.value)
 
     def _fire(
         self,
@@ -455,6 +524,9 @@ class Tracker:
             return PromptState.RETRYING
         return PromptState.REPLYING if p.responded_at is not None else PromptState.WAITING
 
+    def _pending_prompt(self, session: _Session, message_id: str) -> _Prompt | None:
+        return next((p for p in session.prompts if p.ref.message_id == message_id), None)
+
     def _owner(self, assistant_id: str) -> _Prompt | None:
         owner = self._reply_owner.get(assistant_id)
         if owner is None:
@@ -510,3 +582,17 @@ class Tracker:
         self.evicted_prompts += count
         for reply in lead.replies:
             self._reply_owner.pop(reply, None)
+
+
+def _ending(finish: str | None, error: str | None) -> tuple[Outcome, str | None] | None:
+    """How a completed assistant message ends its prompt; None for an intermediate step."""
+    if error is not None:
+        return (Outcome.ABORTED if error == ABORTED_ERROR else Outcome.FAILED), error
+    if finish is None:
+        # Seen when a prompt is aborted while OpenCode waits to retry the provider.
+        return Outcome.ABORTED, _Why.COMPLETED_WITHOUT_FINISH.value
+    if finish == INTERMEDIATE_FINISH:
+        return None
+    if finish in FAILED_FINISHES:
+        return Outcome.FAILED, finish
+    return Outcome.ANSWERED, finish

@@ -14,7 +14,8 @@ from watchdog.backoff import Backoff
 from watchdog.decode_v1 import decode_line
 from watchdog.events import Event, Ignored, Malformed, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
-from watchdog.source import AuthError, EventSource, StreamError, StreamPath
+from watchdog.reconcile import read_snapshots
+from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
 from watchdog.tracker import Tracker
 from watchdog.transitions import PromptState, Transition
 
@@ -57,6 +58,7 @@ class ServerWatch:
         source: EventSource,
         tracker: Tracker,
         *,
+        api: ServerApi | None = None,
         metrics: Metrics,
         dispatch: Callable[[list[Transition]], None],
         clock: Callable[[], float],
@@ -74,6 +76,10 @@ class ServerWatch:
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._sleep = sleep
         self._warned_types: set[str] = set()
+        self._api = api
+        self._reconcile_wanted = anyio.Event()
+        self._connections = 0
+        self._restarted = False
 
     async def follow(self) -> None:
         """Keep the stream open forever; failures are logged, counted and retried with backoff."""
@@ -111,7 +117,41 @@ class ServerWatch:
         self._count(event)
         if isinstance(event, StreamConnected):
             self._up(now)
+            self._connections += 1
+            self._restarted = self._connections > 1
+            self._reconcile_wanted.set()
         self._dispatch(self.tracker.feed(event, now))
+
+    async def reconcile_forever(self) -> None:
+        """After every (re)connect, read what the stream cannot replay and feed it to the tracker."""
+        if self._api is None:
+            return
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted = anyio.Event()
+            taken_at = self._clock()
+            try:
+                snapshots = await read_snapshots(
+                    self._api,
+                    known_directories=self.tracker.directories(),
+                    tracked=self.tracker.pending_sessions(),
+                    taken_at=taken_at,
+                    restarted=self._restarted,
+                )
+            except StreamError as exc:
+                log.warning("reconcile.failed", server=self.name, error=str(exc))
+                continue
+            before = self.tracker.pending_count
+            for snapshot in snapshots:
+                self._dispatch(self.tracker.feed(snapshot, self._clock()))
+            log.info(
+                "reconcile.done",
+                server=self.name,
+                sessions=len(snapshots),
+                pending_before=before,
+                pending_after=self.tracker.pending_count,
+                seconds=round(self._clock() - taken_at, 3),
+            )
 
     def snapshot(self, now: float) -> ServerSnapshot:
         """What the scrape-time gauges show for this server."""

@@ -1,0 +1,104 @@
+"""Reads a server's state over REST after (re)connecting, since its event stream replays nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio
+import structlog
+
+from watchdog.decode_v1 import (
+    decode_directories,
+    decode_session_messages,
+    decode_status_map,
+    decode_waiting,
+)
+from watchdog.events import SessionSnapshot, StatusChanged
+from watchdog.source import AuthError, ServerApi, StreamError
+
+log = structlog.get_logger("watchdog.reconcile")
+
+MAX_DIRECTORIES = 32
+MAX_SESSIONS = 200  # busy or tracked sessions read per reconcile; the rest wait for the stream
+CONCURRENCY = 4  # requests at once: a reconnect must not hammer a server that just came back
+MESSAGE_LIMIT = 20  # the latest messages are enough to find the latest prompts and replies
+
+
+async def read_snapshots(
+    api: ServerApi,
+    *,
+    known_directories: Iterable[str],
+    tracked: dict[str, str | None],
+    taken_at: float,
+    restarted: bool,
+) -> list[SessionSnapshot]:
+    """Snapshots of every running session and every session with a tracked prompt.
+
+    Raises ``AuthError`` (nothing else can be read then); other failures skip what they concern.
+    """
+    directories: list[str | None] = [None]
+    try:
+        directories += decode_directories(await api.get("/project"))
+    except AuthError:
+        raise
+    except StreamError as exc:
+        log.info("reconcile.no_project_list", error=str(exc))
+    for directory in [*known_directories, *tracked.values()]:
+        if directory and directory not in directories:
+            directories.append(directory)
+    statuses: dict[str, tuple[StatusChanged, str | None]] = {}
+    waiting: dict[str, list[str]] = {}
+    for directory in directories[:MAX_DIRECTORIES]:
+        try:
+            found = decode_status_map(await api.get("/session/status", directory=directory))
+        except AuthError:
+            raise
+        except StreamError as exc:
+            log.warning("reconcile.status_failed", directory=directory, error=str(exc))
+            continue
+        for session_id, status in found.items():
+            statuses.setdefault(session_id, (status, directory))
+        for path in ("/permission", "/question"):
+            try:
+                for session_id, ids in decode_waiting(
+                    await api.get(path, directory=directory)
+                ).items():
+                    waiting.setdefault(session_id, []).extend(ids)
+            except AuthError:
+                raise
+            except StreamError:
+                continue  # older servers have no /question
+    targets: dict[str, str | None] = dict(tracked)
+    for session_id, (_, directory) in statuses.items():
+        targets.setdefault(session_id, directory)
+    snapshots: list[SessionSnapshot] = []
+    limiter = anyio.CapacityLimiter(CONCURRENCY)
+
+    async def read(session_id: str, directory: str | None) -> None:
+        async with limiter:
+            try:
+                body = await api.get(
+                    f"/session/{session_id}/message",
+                    directory=directory,
+                    params={"limit": str(MESSAGE_LIMIT)},
+                )
+            except StreamError as exc:
+                log.warning("reconcile.messages_failed", session_id=session_id, error=str(exc))
+                return
+        status = statuses.get(session_id)
+        snapshots.append(
+            decode_session_messages(
+                session_id,
+                body,
+                status=status[0] if status else None,
+                taken_at=taken_at,
+                directory=directory,
+                waiting_on=tuple(waiting.get(session_id, ())),
+                restarted=restarted,
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for session_id, directory in list(targets.items())[:MAX_SESSIONS]:
+            tg.start_soon(read, session_id, directory)
+    return snapshots
