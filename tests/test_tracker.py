@@ -436,3 +436,24 @@ def test_memory_is_bounded_by_pending_work() -> None:
     assert len(tracker.pending(300.0)) == 20
     assert tracker.evicted_prompts == 180
     assert tracker.evicted_sessions == 150
+
+
+def test_folded_prompt_that_already_stalled_stays_stalled_until_the_reply() -> None:
+    """Found by the fuzz test: U1 stalls, is folded into U2's request, and resolves once, with U2."""
+    tracker = Tracker("test", SHORT)
+    admit(tracker, 0.0, msg="msg_u1")
+    admit(tracker, 1.0, msg="msg_u2")
+    out = tracker.tick(5.0)
+    out += tracker.feed(ReplyOpened("ses_a", "msg_a", "msg_u2"), 6.0)
+    out += tracker.tick(6.0)
+    out += tracker.feed(ReplyActivity("ses_a", "msg_a", PartKind.CONTENT), 7.0)
+    out += tracker.feed(ReplyFinished("ses_a", "msg_a", "msg_u2", "stop", None), 8.0)
+    assert [(kinds([t])[0], t.prompt.message_id) for t in out] == [
+        ("stalled:no_response", "msg_u1"),
+        ("stalled:no_response", "msg_u2"),
+        ("first_response", "msg_u2"),
+        ("resolved:no_response", "msg_u2"),
+        ("resolved:no_response", "msg_u1"),
+        ("completed:answered", "msg_u2"),
+        ("completed:answered", "msg_u1"),
+    ]

@@ -157,10 +157,13 @@ class Tracker:
     def pending(self, now: float) -> list[PendingPrompt]:
         """Every pending prompt with its state and age, oldest first."""
         views = [
-            PendingPrompt(ref=p.ref, state=state, age=max(0.0, now - p.ref.accepted_at))
+            PendingPrompt(
+                ref=p.ref,
+                state=self._state(session, lead, p),
+                age=max(0.0, now - p.ref.accepted_at),
+            )
             for session in self._sessions.values()
             for lead in session.prompts
-            for state in (self._state(session, lead),)
             for p in (lead, *lead.folded)
         ]
         return sorted(views, key=lambda v: v.ref.accepted_at)
@@ -294,7 +297,8 @@ class Tracker:
             starts = [p.clock_start for p in earlier if p.clock_start is not None]
             prompt.clock_start = min([*starts, prompt.clock_start or now])
             for p in earlier:
-                self._resolve(p, now, out)
+                # A folded prompt keeps its own stall state: it is still unanswered, and the
+                # reply it now waits for resolves it.
                 prompt.folded.extend([p, *p.folded])
                 p.folded.clear()
         if prompt.clock_start is None:
@@ -432,10 +436,12 @@ class Tracker:
         out: list[Transition],
         reason: str | None = None,
     ) -> None:
-        prompt.fired.add(kind)
-        if kind is not StallKind.DROPPED:
-            prompt.stall = kind
         for p in (prompt, *prompt.folded):
+            if kind in p.fired:
+                continue  # a folded prompt that had already stalled on its own
+            p.fired.add(kind)
+            if kind is not StallKind.DROPPED:
+                p.stall = kind
             out.append(
                 Stalled(
                     prompt=p.ref,
@@ -450,19 +456,19 @@ class Tracker:
     def _resolve(
         self, prompt: _Prompt, now: float, out: list[Transition], outcome: Outcome | None = None
     ) -> None:
-        if prompt.stall is None:
-            return
         for p in (prompt, *prompt.folded):
+            if p.stall is None:
+                continue
             out.append(
                 Resolved(
                     prompt=p.ref,
-                    kind=prompt.stall,
+                    kind=p.stall,
                     at=now,
                     waited=now - p.ref.accepted_at,
                     outcome=outcome,
                 )
             )
-        prompt.stall = None
+            p.stall = None
 
     def _complete(
         self,
@@ -515,14 +521,15 @@ class Tracker:
         quiet = self.timeouts.tool if p.running_tools else self.timeouts.inactivity
         return p.last_activity + quiet
 
-    def _state(self, session: _Session, p: _Prompt) -> PromptState:
+    def _state(self, session: _Session, lead: _Prompt, p: _Prompt) -> PromptState:
+        """The state of ``p``, which is ``lead`` or folded into it."""
         if p.stall is not None:
             return PromptState.STALLED
         if session.waiting_on:
             return PromptState.BLOCKED
         if session.retry is not None:
             return PromptState.RETRYING
-        return PromptState.REPLYING if p.responded_at is not None else PromptState.WAITING
+        return PromptState.REPLYING if lead.responded_at is not None else PromptState.WAITING
 
     def _pending_prompt(self, session: _Session, message_id: str) -> _Prompt | None:
         return next((p for p in session.prompts if p.ref.message_id == message_id), None)
