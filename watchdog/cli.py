@@ -66,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
         help="POST every stall and resolution here as JSON, repeatable",
     )
     run.add_argument(
+        "--alertmanager",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="Alertmanager (v2 API) to send stalls to, repeatable: one per cluster replica",
+    )
+    run.add_argument(
         "--password-file",
         metavar="FILE",
         help="file holding the server password (else $OPENCODE_SERVER_PASSWORD)",
@@ -105,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tool_timeout=args.tool_timeout,
         liveness_timeout=args.liveness_timeout,
         webhooks=args.webhook,
+        alertmanagers=args.alertmanager,
         password_file=args.password_file,
         log_format=args.log_format,
         log_level=args.log_level,

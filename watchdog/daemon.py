@@ -22,6 +22,7 @@ from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
+from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.log import LogSink
 from watchdog.sinks.webhook import WebhookSink
 from watchdog.source import EventSource, ServerApi
@@ -107,6 +108,17 @@ class Daemon:
             outbox = Outbox("webhook", url, sink_client, count=self._delivery_counter("webhook"))
             self.outboxes.append(outbox)
             self.sinks.append(WebhookSink(outbox))
+        self.alertmanager: AlertmanagerSink | None = None
+        if config.alertmanagers:
+            self.alertmanager = AlertmanagerSink(
+                config.alertmanagers,
+                sink_client,
+                count=self._delivery_counter("alertmanager"),
+                generator_url=f"http://{config.listen_host}:{config.listen_port}/status",
+                clock=clock,
+            )
+            self.outboxes.extend(self.alertmanager.outboxes)
+            self.sinks.append(self.alertmanager)
         for server in config.servers:
             auth = httpx.BasicAuth(server.username, server.password) if server.password else None
             # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s,
@@ -208,6 +220,8 @@ class Daemon:
                 )
                 for outbox in self.outboxes:
                     tg.start_soon(outbox.run)
+                if self.alertmanager is not None:
+                    tg.start_soon(self.alertmanager.run)
                 for watch in self.watches:
                     tg.start_soon(watch.follow)
                     tg.start_soon(watch.reconcile_forever)

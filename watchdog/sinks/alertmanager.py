@@ -1,0 +1,250 @@
+"""Sends stalls to Alertmanager's v2 API as alerts, re-sends them while they fire, resolves them."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpx
+import structlog
+
+from watchdog.alert import describe, iso
+from watchdog.outbox import Letter, Outbox, ResultCounter
+from watchdog.transitions import (
+    Completed,
+    PromptRef,
+    Resolved,
+    Stalled,
+    StallKind,
+    Transition,
+)
+
+log = structlog.get_logger("watchdog.sinks.alertmanager")
+
+STALLED_ALERT = "OpenCodePromptStalled"
+DROPPED_ALERT = "OpenCodePromptDropped"
+API_PATH = "/api/v2/alerts"
+# Alertmanager's own examples resend every minute; its clients (Prometheus) do the same.
+DEFAULT_RESEND_INTERVAL = 60.0
+# A dropped prompt is final: the alert stays up this long so it gets routed and seen, then ends.
+DEFAULT_DROPPED_FOR = 3600.0
+DEFAULT_MAX_ACTIVE = 10_000
+# Thousands of active alerts in one POST would make one huge request body; Alertmanager takes
+# any number of smaller ones just as well.
+BATCH_SIZE = 500
+_FIRING_KINDS = (StallKind.NO_RESPONSE, StallKind.INACTIVE)
+
+_Identity = tuple[str, str, str, StallKind]  # server, session, message, kind
+
+
+@dataclass(slots=True)
+class _Firing:
+    """An alert Alertmanager believes is firing: what to re-send and how to resolve it."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    what: str
+
+
+def alerts_url(base: str) -> str:
+    """The v2 alerts endpoint under ``base``, which may carry a path prefix (a reverse proxy)."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith(API_PATH):
+        path += API_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def auth_headers(
+    basic_auth: tuple[str, str] | None = None, bearer_token: str | None = None
+) -> dict[str, str]:
+    """The Authorization header for basic or bearer auth (never both; empty for neither)."""
+    if basic_auth is not None and bearer_token is not None:
+        raise ValueError("Alertmanager auth: give basic_auth or bearer_token, not both")
+    if basic_auth is not None:
+        username, password = basic_auth
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        return {"authorization": f"Basic {token}"}
+    if bearer_token is not None:
+        return {"authorization": f"Bearer {bearer_token}"}
+    return {}
+
+
+def _identity(ref: PromptRef, kind: StallKind) -> _Identity:
+    return (ref.server, ref.session_id, ref.message_id, kind)
+
+
+def _labels(ref: PromptRef, kind: StallKind) -> dict[str, str]:
+    labels = {
+        "alertname": DROPPED_ALERT if kind is StallKind.DROPPED else STALLED_ALERT,
+        "server": ref.server,
+        "kind": kind.value,
+        "session_id": ref.session_id,
+        "message_id": ref.message_id,
+        "severity": "warning",
+    }
+    # Alertmanager treats an empty label as absent, so an unknown directory is left out.
+    if ref.directory:
+        labels["directory"] = ref.directory
+    return labels
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g} s"
+
+
+def _annotations(stall: Stalled) -> dict[str, str]:
+    ref = stall.prompt
+    waited = _seconds(stall.waited)
+    if stall.kind is StallKind.NO_RESPONSE:
+        summary = f"A prompt on OpenCode server {ref.server} got no response in {waited}."
+        what = f"no first response from the model {waited} after the prompt was accepted"
+    elif stall.kind is StallKind.INACTIVE:
+        summary = f"A reply on OpenCode server {ref.server} went quiet ({waited} in)."
+        what = f"the reply started, then went quiet; {waited} since the prompt was accepted"
+    else:
+        summary = f"OpenCode server {ref.server} dropped a prompt without finishing its reply."
+        what = f"the session went idle {waited} after the prompt was accepted, reply unfinished"
+    parts = [f"Session {ref.session_id}, message {ref.message_id} on server {ref.server}"]
+    if ref.directory:
+        parts[0] += f" (directory {ref.directory})"
+    if ref.parent_session_id:
+        parts[0] += f", sub-agent of session {ref.parent_session_id}"
+    parts[0] += f": {what}."
+    if stall.reason:
+        parts.append(f"Reason: {stall.reason}.")
+    if ref.provider or ref.model:
+        parts.append(f"Provider {ref.provider or 'unknown'}, model {ref.model or 'unknown'}.")
+    retry = stall.retry
+    if retry is not None:
+        attempt = f"attempt {retry.attempt}" if retry.attempt is not None else "retrying"
+        parts.append(f"OpenCode is retrying the provider ({attempt}): {retry.message or '-'}.")
+    return {"summary": summary, "description": " ".join(parts)}
+
+
+class AlertmanagerSink:
+    """Turns stalls into Alertmanager alerts, one Outbox per Alertmanager (replicas all get all).
+
+    Alertmanager forgets an alert at its ``endsAt``: firing alerts get a short one and are
+    re-sent by ``run()`` every ``resend_interval``, so the alerts of a daemon that died end by
+    themselves; a resolution is the same labels with ``endsAt`` = now.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        client: httpx.AsyncClient,
+        *,
+        count: ResultCounter,
+        generator_url: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        resend_interval: float = DEFAULT_RESEND_INTERVAL,
+        validity: float | None = None,
+        dropped_for: float = DEFAULT_DROPPED_FOR,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        headers = auth_headers(basic_auth, bearer_token)
+        self.outboxes = [
+            Outbox("alertmanager", alerts_url(url), client, count=count, headers=headers)
+            for url in urls
+        ]
+        self.generator_url = generator_url
+        self.resend_interval = resend_interval
+        # Several missed resends in a row, not one slow delivery, should let an alert lapse.
+        self.validity = validity if validity is not None else 4 * resend_interval
+        self.dropped_for = dropped_for
+        self.max_active = max_active
+        self.active: dict[_Identity, _Firing] = {}
+        self.untracked = 0
+        self._count = count
+        self._clock = clock
+        self._sleep = sleep
+
+    def emit(self, transition: Transition) -> None:
+        if isinstance(transition, Stalled):
+            self._fire(transition)
+        elif isinstance(transition, Resolved):
+            self._resolve(_identity(transition.prompt, transition.kind), describe(transition))
+        elif isinstance(transition, Completed):
+            # The tracker resolves before it completes; this only matters if that ever changes.
+            for kind in _FIRING_KINDS:
+                identity = _identity(transition.prompt, kind)
+                if identity in self.active:
+                    ref = transition.prompt
+                    what = f"{kind.value}/resolved {ref.server} {ref.session_id} {ref.message_id}"
+                    self._resolve(identity, what)
+
+    async def run(self) -> None:
+        """Re-send every firing alert each ``resend_interval``, until cancelled."""
+        while True:
+            await self._sleep(self.resend_interval)
+            self.resend()
+
+    def resend(self) -> None:
+        """Post all firing alerts again with a fresh ``endsAt``."""
+        if not self.active:
+            return
+        ends_at = self._clock() + self.validity
+        alerts = [self._alert(f, ends_at) for f in self.active.values()]
+        for start in range(0, len(alerts), BATCH_SIZE):
+            batch = alerts[start : start + BATCH_SIZE]
+            self._post(batch, f"resend of {len(batch)} firing alerts")
+
+    def _fire(self, stall: Stalled) -> None:
+        ref = stall.prompt
+        firing = _Firing(
+            labels=_labels(ref, stall.kind),
+            annotations=_annotations(stall),
+            starts_at=stall.at,
+            what=describe(stall),
+        )
+        if stall.kind is StallKind.DROPPED:
+            # Terminal: one alert that ends by itself; nothing will resolve or re-send it.
+            self._post([self._alert(firing, stall.at + self.dropped_for)], firing.what)
+            return
+        identity = _identity(ref, stall.kind)
+        if identity not in self.active and len(self.active) >= self.max_active:
+            # Still sent once, so it fires; without re-sends it lapses after `validity`.
+            self.untracked += 1
+            self._count("untracked")
+            log.error(
+                "alert.untracked",
+                sink="alertmanager",
+                what=firing.what,
+                reason=f"{self.max_active} alerts already firing; this one will not be re-sent",
+            )
+        else:
+            self.active[identity] = firing
+        self._post([self._alert(firing, self._clock() + self.validity)], firing.what)
+
+    def _resolve(self, identity: _Identity, what: str) -> None:
+        # Only alerts we told Alertmanager about: an unknown one would appear as a resolved
+        # alert in its group's next notification.
+        firing = self.active.pop(identity, None)
+        if firing is not None:
+            self._post([self._alert(firing, self._clock())], what)
+
+    def _alert(self, firing: _Firing, ends_at: float) -> dict[str, Any]:
+        # Alertmanager rejects an alert that ends before it starts (a clock step backwards).
+        alert: dict[str, Any] = {
+            "labels": firing.labels,
+            "annotations": firing.annotations,
+            "startsAt": iso(min(firing.starts_at, ends_at)),
+            "endsAt": iso(ends_at),
+        }
+        if self.generator_url:
+            alert["generatorURL"] = self.generator_url
+        return alert
+
+    def _post(self, alerts: list[dict[str, Any]], what: str) -> None:
+        for outbox in self.outboxes:
+            outbox.put(Letter(body=alerts, what=what))
