@@ -11,6 +11,11 @@ from .fakellm import FakeLLM
 from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, free_port
 
 DaemonFactory = Callable[..., DaemonProcess]
+Measure = Callable[[str, float], None]
+
+# What the end-to-end runs measured (e.g. how late after its deadline a stall was reported),
+# printed at the end of the run so CI logs carry the numbers.
+_MEASURED: list[tuple[str, str, float]] = []
 
 _E2E_DIR = Path(__file__).parent
 
@@ -76,3 +81,22 @@ def daemon_factory() -> Iterator[DaemonFactory]:
     yield factory
     for daemon in reversed(started):
         daemon.stop()
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest) -> Measure:
+    """Record a number for the end-of-run summary."""
+
+    def record(what: str, value: float) -> None:
+        _MEASURED.append((request.node.name, what, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the end-to-end tests measured."""
+    if not _MEASURED:
+        return
+    terminalreporter.section("end-to-end measurements")
+    for test, what, value in _MEASURED:
+        terminalreporter.write_line(f"{what}: {value:.3f}  ({test})")
