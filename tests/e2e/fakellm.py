@@ -220,9 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": "not found"}})
             return
         raw_messages = body.get("messages")
-        messages = [m for m in raw_messages if isinstance(m, dict)] if isinstance(
-            raw_messages, list
-        ) else []
+        messages = (
+            [m for m in raw_messages if isinstance(m, dict)]
+            if isinstance(raw_messages, list)
+            else []
+        )
         mode, last_user, last_role, slow_tokens = choose_mode(messages)
         stream = bool(body.get("stream"))
         request = RecordedRequest(

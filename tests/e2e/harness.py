@@ -349,6 +349,7 @@ class OpenCodeServer:
         message_id: str | None = None,
         part_id: str | None = None,
         server_ids: bool = False,
+        directory: str | Path | None = None,
     ) -> int:
         """POST /session/{id}/prompt_async; returns the status code (204 = parsed, not answered).
 
@@ -360,13 +361,21 @@ class OpenCodeServer:
             body["messageID"] = message_id or opencode_id("msg")
             part["id"] = part_id or opencode_id("prt")
         self.last_message_id = body.get("messageID")
-        r = self.client.post(f"/session/{session_id}/prompt_async", json=body)
+        r = self.client.post(
+            f"/session/{session_id}/prompt_async", params=self._params(directory), json=body
+        )
         return r.status_code
 
-    def send_prompt(self, session_id: str, text: str, message_id: str | None = None) -> str:
+    def send_prompt(
+        self,
+        session_id: str,
+        text: str,
+        message_id: str | None = None,
+        directory: str | Path | None = None,
+    ) -> str:
         """prompt_async with a client-made message id; asserts 204 and returns the id."""
         mid = message_id or opencode_id("msg")
-        status = self.prompt_async(session_id, text, message_id=mid)
+        status = self.prompt_async(session_id, text, message_id=mid, directory=directory)
         assert status == 204, f"prompt_async returned {status}\n{self.log_tail(15)}"
         return mid
 
@@ -459,12 +468,16 @@ class OpenCodeServer:
         return self.wait_until(done, timeout, f"a completed reply to {message_id} in {session_id}")
 
     def wait_for_status(
-        self, session_id: str, status: str, timeout: float = 30.0
+        self,
+        session_id: str,
+        status: str,
+        timeout: float = 30.0,
+        directory: str | Path | None = None,
     ) -> dict[str, Any]:
         """Wait until /session/status shows the session as busy/retry (or idle = absent)."""
 
         def matches() -> dict[str, Any] | None:
-            entry = self.session_status().get(session_id)
+            entry = self.session_status(directory).get(session_id)
             if status == "idle":
                 return {"type": "idle"} if entry is None else None
             return entry if entry is not None and entry.get("type") == status else None
@@ -641,12 +654,16 @@ class DaemonProcess:
         cwd: Path = REPO_ROOT,
     ) -> None:
         self.args = list(args)
-        self.command = list(command) if command is not None else [
-            sys.executable,
-            "-m",
-            "watchdog",
-            "run",
-        ]
+        self.command = (
+            list(command)
+            if command is not None
+            else [
+                sys.executable,
+                "-m",
+                "watchdog",
+                "run",
+            ]
+        )
         self.listen = listen or _listen_from_args(self.args)
         self._lock = threading.Lock()
         self.stdout_lines: list[str] = []

@@ -177,9 +177,7 @@ def test_daemon_process_reads_logs_metrics_and_webhook_retries(
 ) -> None:
     """DaemonProcess parses JSON log lines and metrics; the webhook can fail the first requests."""
     webhook.fail_next(2)
-    daemon = daemon_factory(
-        ["--webhook", webhook.url], command=[sys.executable, "-c", _STAND_IN]
-    )
+    daemon = daemon_factory(["--webhook", webhook.url], command=[sys.executable, "-c", _STAND_IN])
 
     sent = daemon.wait_for_log(lambda r: r.get("event") == "webhook_sent", timeout=20)
     body = webhook.wait_for(lambda b: b.get("attempt") == 3, timeout=5)
