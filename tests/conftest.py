@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import anyio
 
 from watchdog.replay import Recorded, read_sse, replay
 from watchdog.tracker import Timeouts, Tracker
@@ -32,3 +35,12 @@ def run(
     tracker = Tracker("test", timeouts or Timeouts())
     happened = replay(tracker, recording, until=recording[-1].at + linger)
     return tracker, [t for _, t in happened]
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out waiting for {what}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from tests.conftest import wait_for
 from watchdog.sinks.alertmanager import AlertmanagerSink, alerts_url
 from watchdog.transitions import (
     Completed,
@@ -93,14 +94,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    with anyio.move_on_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def deliver(sink: AlertmanagerSink, transitions: Iterable[Transition]) -> None:

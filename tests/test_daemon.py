@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, wait_for
 from watchdog.backoff import Backoff
 from watchdog.config import Config, ServerConfig
 from watchdog.daemon import Daemon
@@ -66,14 +66,6 @@ def daemon_for(handler: Callable[[httpx.Request], Any], **config: Any) -> Daemon
         **config,
     }
     return Daemon(Config(**settings), transport=httpx.MockTransport(handler))
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    with anyio.move_on_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sample(daemon: Daemon, name: str, **labels: str) -> float | None:
