@@ -303,3 +303,35 @@ async def test_outbox_full_queue_drops_and_counts() -> None:
         assert outbox.put(Letter(body={}, what="a"))
         assert not outbox.put(Letter(body={}, what="b"))
     assert results == ["dropped"]
+
+
+async def test_evictions_are_exported_per_server() -> None:
+    """Prompts evicted by the memory limit show in opencode_watchdog_evictions_total."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=hold_open(frames("normal")[:1]))
+
+    daemon = daemon_for(handler)
+    tracker = daemon.watches[0].tracker
+    tracker.evicted_prompts = 3
+    assert sample(daemon, "opencode_watchdog_evictions_total", server="oc", what="prompts") == 3.0
+    assert sample(daemon, "opencode_watchdog_evictions_total", server="oc", what="sessions") == 0.0
+
+
+async def test_head_request_gets_headers_without_a_body() -> None:
+    """HEAD /metrics answers like GET, minus the body (what `curl -I` and probes send)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=hold_open(frames("normal")[:1]))
+
+    daemon = daemon_for(handler)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(daemon.run)
+        async with httpx.AsyncClient() as client:
+            head = await client.head(f"http://127.0.0.1:{port}/metrics")
+            get = await client.get(f"http://127.0.0.1:{port}/metrics")
+        tg.cancel_scope.cancel()
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) > 0
+    assert get.content.startswith(b"# HELP")

@@ -73,7 +73,9 @@ class Endpoint:
                 with anyio.fail_after(REQUEST_TIMEOUT):
                     head = await _read_head(stream)
                     status, content_type, body = self._respond(head)
-                    await stream.send(_response(status, content_type, body))
+                    await stream.send(
+                        _response(status, content_type, body, head_only=_is_head(head))
+                    )
             except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return
 
@@ -117,11 +119,15 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
 
 
-def _response(status: int, content_type: str, body: bytes) -> bytes:
+def _is_head(head: bytes | None) -> bool:
+    return head is not None and head.startswith(b"HEAD ")
+
+
+def _response(status: int, content_type: str, body: bytes, *, head_only: bool = False) -> bytes:
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
-    return head.encode("latin-1") + body
+    return head.encode("latin-1") + (b"" if head_only else body)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watchdog import __version__
@@ -36,6 +36,8 @@ class ServerSnapshot:
     oldest_pending_age: float = 0.0
     stream_up: bool = False
     last_event_at: float | None = None
+    evicted_sessions: int = 0
+    evicted_prompts: int = 0
 
 
 class Metrics:
@@ -172,7 +174,14 @@ class _StateCollector(Collector):
             "When the last event (heartbeats included) arrived from the server.",
             labels=["server"],
         )
+        evictions = CounterMetricFamily(
+            "opencode_watchdog_evictions",
+            "Sessions and pending prompts forgotten because the memory limits were reached.",
+            labels=["server", "what"],
+        )
         for snap in self._snapshots():
+            evictions.add_metric([snap.name, "sessions"], snap.evicted_sessions)
+            evictions.add_metric([snap.name, "prompts"], snap.evicted_prompts)
             for state in PromptState:
                 pending.add_metric([snap.name, state.value], snap.pending.get(state, 0))
             oldest.add_metric([snap.name], snap.oldest_pending_age)
@@ -185,4 +194,4 @@ class _StateCollector(Collector):
             labels=["version"],
         )
         build.add_metric([__version__], 1.0)
-        yield from (pending, oldest, up, last, build)
+        yield from (pending, oldest, up, last, evictions, build)

@@ -165,6 +165,8 @@ class ServerWatch:
             oldest_pending_age=max((p.age for p in pending), default=0.0),
             stream_up=self.status.state is StreamState.UP,
             last_event_at=self.status.last_event_at,
+            evicted_sessions=self.tracker.evicted_sessions,
+            evicted_prompts=self.tracker.evicted_prompts,
         )
 
     def describe(self, now: float) -> dict[str, Any]:
