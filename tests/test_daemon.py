@@ -335,3 +335,45 @@ async def test_head_request_gets_headers_without_a_body() -> None:
     assert head.content == b""
     assert int(head.headers["content-length"]) > 0
     assert get.content.startswith(b"# HELP")
+
+
+async def test_sighup_reload_swaps_servers_and_sinks_and_keeps_pending_prompts() -> None:
+    """A reload that moves server `oc` to a new URL, adds `two` and a webhook keeps oc's hung
+    prompt (same tracker, no new acceptance), follows both servers and alerts the new webhook."""
+    hooks: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hook.test":
+            hooks.append(json.loads(request.content))
+            return httpx.Response(204)
+        if request.url.path != "/global/event":
+            return httpx.Response(404)
+        hang = [f for f in frames("hang") if b"server.heartbeat" not in f]
+        body = hang if request.url.host == "oc.test" else frames("normal")[:1]
+        return httpx.Response(200, headers=SSE, content=hold_open(body))
+
+    slow = Timeouts(first_response=600, inactivity=600, tool=600)
+    first = Config(servers=(ServerConfig("oc", "http://oc.test"),), listen_port=0, timeouts=slow)
+    fresh = Config(
+        servers=(ServerConfig("oc", "http://oc-new.test"), ServerConfig("two", "http://two.test")),
+        listen_port=0,
+        timeouts=FAST,
+        webhooks=("http://hook.test/alerts",),
+    )
+    daemon = Daemon(first, transport=httpx.MockTransport(handler), reload=lambda: fresh)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_for(lambda: daemon.watches[0].tracker.pending_count == 1, "the hung prompt")
+        tracker = daemon.watches[0].tracker
+        daemon.reload_config()
+        assert [w.name for w in daemon.watches] == ["oc", "two"]
+        assert daemon.watches[0].tracker is tracker
+        assert daemon.watches[0].url == "http://oc-new.test"
+        await wait_for(lambda: len(hooks) == 1, "the stall on the new webhook")
+        await wait_for(
+            lambda: sample(daemon, "opencode_watchdog_stream_up", server="two") == 1.0, "two up"
+        )
+        tg.cancel_scope.cancel()
+    assert hooks[0]["status"] == "firing"
+    assert hooks[0]["server"] == "oc"
+    assert sample(daemon, "opencode_watchdog_prompts_accepted_total", server="oc") == 1.0

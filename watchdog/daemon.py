@@ -6,17 +6,17 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from prometheus_client import CollectorRegistry
 
 from watchdog import __version__
-from watchdog.config import Config, ConfigError
+from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
@@ -80,6 +80,26 @@ class Timers:
             self._wake = anyio.Event()
 
 
+@dataclass(slots=True)
+class _Alerting:
+    """The sinks that deliver alerts over HTTP, replaced as a whole when a reload changes them."""
+
+    sinks: list[Sink]
+    outboxes: list[Outbox]
+    alertmanager: AlertmanagerSink | None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+@dataclass(slots=True)
+class _Follower:
+    """A running watch: its settings, its HTTP client and the scope that stops it."""
+
+    server: ServerConfig
+    liveness: float
+    client: httpx.AsyncClient
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
 class Daemon:
     """The service: build it from a Config, then ``await run()`` until cancelled or signalled."""
 
@@ -99,53 +119,63 @@ class Daemon:
         self._transport = transport
         self._notifier = notifier or Notifier()
         self._reload = reload
-        self._clients: list[httpx.AsyncClient] = []
-        self.outboxes: list[Outbox] = []
-        self.watches: list[ServerWatch] = []
-        sink_client = self._client(timeout=httpx.Timeout(10.0))
-        self.sinks: list[Sink] = [self.metrics, LogSink()]
-        for url in config.webhooks:
-            outbox = Outbox("webhook", url, sink_client, count=self._delivery_counter("webhook"))
-            self.outboxes.append(outbox)
-            self.sinks.append(WebhookSink(outbox))
-        self.alertmanager: AlertmanagerSink | None = None
-        if config.alertmanagers:
-            self.alertmanager = AlertmanagerSink(
-                config.alertmanagers,
-                sink_client,
-                count=self._delivery_counter("alertmanager"),
-                generator_url=f"http://{config.listen_host}:{config.listen_port}/status",
-                clock=clock,
-            )
-            self.outboxes.extend(self.alertmanager.outboxes)
-            self.sinks.append(self.alertmanager)
-        for server in config.servers:
-            auth = httpx.BasicAuth(server.username, server.password) if server.password else None
-            # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s,
-            # so a stream (or a server still booting) that sends nothing for longer is dead.
-            timeout = httpx.Timeout(10.0, read=config.liveness_timeout)
-            client = self._client(timeout=timeout, auth=auth)
-            tracker = Tracker(server.name, config.timeouts)
-            self.metrics.register_server(server.name)
-            self.watches.append(
-                ServerWatch(
-                    server.name,
-                    server.url,
-                    EventSource(client, server.url),
-                    tracker,
-                    api=ServerApi(client, server.url),
-                    metrics=self.metrics,
-                    dispatch=self.dispatch,
-                    clock=clock,
-                )
-            )
+        self._tg: TaskGroup | None = None
+        self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
+        self._followers: dict[str, _Follower] = {}
+        self.watches: list[ServerWatch] = [
+            self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
+            for server in config.servers
+        ]
+        self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
         self.endpoint = Endpoint(self.registry, self.health, self.status)
 
-    def _client(self, **kwargs: Any) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(transport=self._transport, **kwargs)
-        self._clients.append(client)
-        return client
+    @property
+    def sinks(self) -> list[Sink]:
+        """Every sink, in delivery order."""
+        return [self.metrics, _LOG_SINK, *self.alerting.sinks]
+
+    def _watch(self, server: ServerConfig, liveness: float, tracker: Tracker) -> ServerWatch:
+        auth = httpx.BasicAuth(server.username, server.password) if server.password else None
+        # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s, so a
+        # stream (or a server still booting) that sends nothing for longer is dead.
+        client = httpx.AsyncClient(
+            transport=self._transport, auth=auth, timeout=httpx.Timeout(10.0, read=liveness)
+        )
+        self._followers[server.name] = _Follower(server, liveness, client)
+        self.metrics.register_server(server.name)
+        return ServerWatch(
+            server.name,
+            server.url,
+            EventSource(client, server.url),
+            tracker,
+            api=ServerApi(client, server.url),
+            metrics=self.metrics,
+            dispatch=self.dispatch,
+            clock=self.clock,
+        )
+
+    def _alerting(self, config: Config) -> _Alerting:
+        sinks: list[Sink] = []
+        outboxes: list[Outbox] = []
+        for url in config.webhooks:
+            outbox = Outbox(
+                "webhook", url, self._sink_client, count=self._delivery_counter("webhook")
+            )
+            outboxes.append(outbox)
+            sinks.append(WebhookSink(outbox))
+        alertmanager = None
+        if config.alertmanagers:
+            alertmanager = AlertmanagerSink(
+                config.alertmanagers,
+                self._sink_client,
+                count=self._delivery_counter("alertmanager"),
+                generator_url=f"http://{config.listen_host}:{config.listen_port}/status",
+                clock=self.clock,
+            )
+            outboxes.extend(alertmanager.outboxes)
+            sinks.append(alertmanager)
+        return _Alerting(sinks, outboxes, alertmanager)
 
     def _delivery_counter(self, sink: str) -> Callable[[str], None]:
         def count(result: str) -> None:
@@ -208,6 +238,7 @@ class Daemon:
         port = bound_port(listener)
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self.endpoint.serve, listener)
                 log.info(
                     "daemon.started",
@@ -218,13 +249,9 @@ class Daemon:
                     inactivity_timeout=self.config.timeouts.inactivity,
                     tool_timeout=self.config.timeouts.tool,
                 )
-                for outbox in self.outboxes:
-                    tg.start_soon(outbox.run)
-                if self.alertmanager is not None:
-                    tg.start_soon(self.alertmanager.run)
+                tg.start_soon(self._deliver, self.alerting)
                 for watch in self.watches:
-                    tg.start_soon(watch.follow)
-                    tg.start_soon(watch.reconcile_forever)
+                    tg.start_soon(self._follow, watch, self._followers[watch.name])
                 tg.start_soon(self.timers.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
                 tg.start_soon(self._systemd)
@@ -232,24 +259,47 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 self._notifier.stopping()
-                for outbox in self.outboxes:
+                for outbox in self.alerting.outboxes:
                     await outbox.drain(SHUTDOWN_GRACE)
-                for client in self._clients:
-                    await client.aclose()
+                for follower in self._followers.values():
+                    await follower.client.aclose()
+                await self._sink_client.aclose()
                 log.info("daemon.stopped")
+
+    async def _follow(self, watch: ServerWatch, follower: _Follower) -> None:
+        with follower.scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch.follow)
+                tg.start_soon(watch.reconcile_forever)
+
+    async def _deliver(self, alerting: _Alerting) -> None:
+        with alerting.scope:
+            async with anyio.create_task_group() as tg:
+                for outbox in alerting.outboxes:
+                    tg.start_soon(outbox.run)
+                if alerting.alertmanager is not None:
+                    tg.start_soon(alerting.alertmanager.run)
+
+    async def _retire(self, alerting: _Alerting) -> None:
+        """Stop what a reload replaced: letters already queued get the shutdown grace."""
+        with anyio.CancelScope(shield=True):
+            for outbox in alerting.outboxes:
+                await outbox.drain(SHUTDOWN_GRACE)
+        alerting.scope.cancel()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self._reload_config()
+                    self.reload_config()
                     continue
                 log.info("daemon.stopping", signal=signal.Signals(signum).name)
                 scope.cancel()
                 return
 
-    def _reload_config(self) -> None:
-        if self._reload is None:
+    def reload_config(self) -> None:
+        """SIGHUP: apply a fresh config (timeouts, servers, sinks); tracked prompts are kept."""
+        if self._reload is None or self._tg is None:
             log.warning("config.reload_skipped", reason="no config source to reload")
             return
         try:
@@ -257,16 +307,61 @@ class Daemon:
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return
+        tg = self._tg
+        kept = {w.name: w for w in self.watches}
+        watches: list[ServerWatch] = []
+        for server in fresh.servers:
+            old = kept.pop(server.name, None)
+            follower = self._followers.get(server.name)
+            if (
+                old is not None
+                and follower is not None
+                and (follower.server == server and follower.liveness == fresh.liveness_timeout)
+            ):
+                watches.append(old)
+                continue
+            if old is not None:
+                self._stop_follower(server.name, tg)
+            tracker = old.tracker if old is not None else Tracker(server.name, fresh.timeouts)
+            watch = self._watch(server, fresh.liveness_timeout, tracker)
+            watches.append(watch)
+            tg.start_soon(self._follow, watch, self._followers[server.name])
+        for name, gone in kept.items():
+            self._stop_follower(name, tg)
+            log.warning("server.removed", server=name, pending_forgotten=gone.tracker.pending_count)
+        self.watches[:] = watches
         for watch in self.watches:
             watch.tracker.set_timeouts(fresh.timeouts)
-        self.config = replace(self.config, timeouts=fresh.timeouts)
+        if (fresh.webhooks, fresh.alertmanagers) != (
+            self.config.webhooks,
+            self.config.alertmanagers,
+        ):
+            retired, self.alerting = self.alerting, self._alerting(fresh)
+            tg.start_soon(self._deliver, self.alerting)
+            tg.start_soon(self._retire, retired)
+        if (fresh.listen_host, fresh.listen_port) != (
+            self.config.listen_host,
+            self.config.listen_port,
+        ):
+            log.warning("config.listen_unchanged", reason="a new --listen needs a restart")
+        self.config = replace(
+            fresh, listen_host=self.config.listen_host, listen_port=self.config.listen_port
+        )
         log.info(
             "config.reloaded",
+            servers=[w.name for w in self.watches],
             first_response_timeout=fresh.timeouts.first_response,
             inactivity_timeout=fresh.timeouts.inactivity,
             tool_timeout=fresh.timeouts.tool,
+            webhooks=len(fresh.webhooks),
+            alertmanagers=len(fresh.alertmanagers),
         )
         self.timers.poke()
+
+    def _stop_follower(self, name: str, tg: TaskGroup) -> None:
+        follower = self._followers.pop(name)
+        follower.scope.cancel()
+        tg.start_soon(follower.client.aclose)
 
     async def _systemd(self) -> None:
         with anyio.move_on_after(READY_WAIT):
@@ -282,3 +377,6 @@ class Daemon:
             # Ping only while the timer loop still turns: a wedged daemon gets restarted.
             if time.monotonic() - self.timers.last_turn < max(interval, 2 * MAX_TIMER_SLEEP):
                 self._notifier.watchdog_ping()
+
+
+_LOG_SINK = LogSink()
