@@ -125,13 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(config.log_format, config.log_level, sys.stdout)
     from watchdog.daemon import Daemon  # noqa: PLC0415 - keeps `--help` and bad flags fast
 
-    daemon = Daemon(
-        config,
-        notifier=Notifier.from_environ(environ),
-        reload=lambda: load(options, dict(os.environ)),
-    )
+    async def serve() -> None:
+        daemon = Daemon(
+            config,
+            notifier=Notifier.from_environ(environ),
+            reload=lambda: load(options, dict(os.environ)),
+        )
+        await daemon.run()
+
     try:
-        anyio.run(daemon.run)
+        anyio.run(serve)
     except ConfigError as exc:
         return _config_error(exc)
     except KeyboardInterrupt:

@@ -101,7 +101,10 @@ class _Follower:
 
 
 class Daemon:
-    """The service: build it from a Config, then ``await run()`` until cancelled or signalled."""
+    """The service: build it from a Config, then ``await run()`` until cancelled or signalled.
+
+    Build it inside the event loop: it creates cancel scopes for its streams and sinks.
+    """
 
     def __init__(
         self,
@@ -152,6 +155,7 @@ class Daemon:
             api=ServerApi(client, server.url),
             metrics=self.metrics,
             dispatch=self.dispatch,
+            reschedule=self.timers_poke,
             clock=self.clock,
         )
 
@@ -191,8 +195,9 @@ class Daemon:
                     sink.emit(transition)
                 except Exception:
                     log.exception("sink.failed", sink=type(sink).__name__)
-        # Admissions, unblocks and finished tools can move a deadline earlier, with or without
-        # a transition; recomputing is cheap next to the event that caused it.
+
+    def timers_poke(self) -> None:
+        """A deadline may have moved earlier (new prompt, unblock, finished tool, reload)."""
         self.timers.poke()
 
     def health(self) -> Health:

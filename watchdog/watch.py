@@ -12,7 +12,15 @@ import structlog
 
 from watchdog.backoff import Backoff
 from watchdog.decode_v1 import decode_line
-from watchdog.events import Event, Ignored, Malformed, StreamConnected
+from watchdog.events import (
+    Event,
+    Heartbeat,
+    Ignored,
+    Malformed,
+    ReplyActivity,
+    SessionSeen,
+    StreamConnected,
+)
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
 from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
@@ -20,6 +28,8 @@ from watchdog.tracker import Tracker
 from watchdog.transitions import PromptState, Transition
 
 log = structlog.get_logger("watchdog.stream")
+
+_LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
 
 # A stream that stayed up this long counts as healthy: the next failure starts backoff afresh.
 HEALTHY_AFTER = 60.0
@@ -61,6 +71,7 @@ class ServerWatch:
         api: ServerApi | None = None,
         metrics: Metrics,
         dispatch: Callable[[list[Transition]], None],
+        reschedule: Callable[[], None] = lambda: None,
         clock: Callable[[], float],
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -72,6 +83,7 @@ class ServerWatch:
         self.status = StreamStatus()
         self._metrics = metrics
         self._dispatch = dispatch
+        self._reschedule = reschedule
         self._clock = clock
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._sleep = sleep
@@ -120,7 +132,13 @@ class ServerWatch:
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
-        self._dispatch(self.tracker.feed(event, now))
+        transitions = self.tracker.feed(event, now)
+        self._dispatch(transitions)
+        # Model output and noise only push deadlines later, unless they changed something (a
+        # first response switches to the inactivity timer, which may be shorter). Skipping the
+        # O(pending prompts) reschedule for them keeps a stream of deltas cheap.
+        if transitions or not isinstance(event, _LATER_ONLY):
+            self._reschedule()
 
     async def reconcile_forever(self) -> None:
         """After every (re)connect, read what the stream cannot replay and feed it to the tracker."""
@@ -144,6 +162,7 @@ class ServerWatch:
             before = self.tracker.pending_count
             for snapshot in snapshots:
                 self._dispatch(self.tracker.feed(snapshot, self._clock()))
+            self._reschedule()
             log.info(
                 "reconcile.done",
                 server=self.name,
