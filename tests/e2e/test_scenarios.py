@@ -7,10 +7,18 @@ from typing import Any
 from .conftest import DaemonFactory, Measure
 from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
 
+
 # Generous where nothing may fire (a cold server's first reply takes ~2 s here), short where a
 # stall is the point. The tests assert behaviour, never how fast it happened.
-CALM = ("--first-response-timeout", "20s", "--inactivity-timeout", "20s", "--tool-timeout", "60s")
-EAGER = ("--first-response-timeout", "3s", "--inactivity-timeout", "3s", "--tool-timeout", "30s")
+def timeouts(first: str, inactivity: str, tool: str = "30s") -> tuple[str, ...]:
+    """The daemon's three timeout flags."""
+    return (
+        "--first-response-timeout", first, "--inactivity-timeout", inactivity, "--tool-timeout", tool
+    )  # fmt: skip
+
+
+CALM = timeouts("20s", "20s", "60s")
+EAGER = timeouts("3s", "3s")
 SERVER = {"server": "local"}
 
 
@@ -155,7 +163,7 @@ def test_slow_steady_reply_does_not_stall(
         daemon_factory,
         opencode_server,
         webhook,
-        ("--first-response-timeout", "20s", "--inactivity-timeout", "3s", "--tool-timeout", "30s"),
+        timeouts("20s", "3s"),
     )
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "SLOW12 please")
@@ -177,7 +185,7 @@ def test_provider_500_is_retrying_then_no_response(
         daemon_factory,
         opencode_server,
         webhook,
-        ("--first-response-timeout", "8s", "--inactivity-timeout", "8s", "--tool-timeout", "30s"),
+        timeouts("8s", "8s"),
     )
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "FAIL please")
@@ -243,7 +251,7 @@ def test_permission_wait_longer_than_the_timeouts_is_no_stall(
         daemon_factory,
         opencode_server,
         webhook,
-        ("--first-response-timeout", "2s", "--inactivity-timeout", "2s", "--tool-timeout", "2s"),
+        timeouts("2s", "2s", "2s"),
     )
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "run a TOOL please")
@@ -268,7 +276,7 @@ def test_twenty_concurrent_sessions_with_mixed_outcomes(
         daemon_factory,
         opencode_server,
         webhook,
-        ("--first-response-timeout", "10s", "--inactivity-timeout", "6s", "--tool-timeout", "30s"),
+        timeouts("10s", "6s"),
     )
     plan = ["hello"] * 8 + ["HANG"] * 4 + ["HANGMID"] * 4 + ["hello"] * 4
     sessions = [opencode_server.create_session() for _ in plan]
