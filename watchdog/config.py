@@ -7,7 +7,6 @@ raises ``ConfigError`` naming the option and the expected form; the CLI turns it
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -64,7 +63,6 @@ class Config:
     alertmanagers: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
-    config_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -148,7 +146,6 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
         log_format=log_format,
         log_level=log_level,
-        config_file=Path(config_path) if config_path else None,
     )
 
 
@@ -350,8 +347,3 @@ def _redact(url: str) -> str:
     if parts.password:
         return url.replace(parts.password, "***")
     return url
-
-
-def environ_snapshot() -> dict[str, str]:
-    """The process environment, read once at the edge."""
-    return dict(os.environ)

@@ -255,10 +255,6 @@ def _status(session_id: str, status: Mapping[str, Any]) -> Event:
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _obj(m: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = m.get(key)
     if not isinstance(value, dict):
