@@ -36,6 +36,9 @@ log = structlog.get_logger("watchdog.daemon")
 MAX_TIMER_SLEEP = 5.0
 READY_WAIT = 10.0  # report READY even if a server is down: the daemon itself is up
 SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
+DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped")
+# OpenCode sends a heartbeat every 10 s: a shorter liveness window reopens healthy streams.
+HEARTBEAT_INTERVAL = 10.0
 
 
 class Timers:
@@ -182,6 +185,10 @@ class Daemon:
         return _Alerting(sinks, outboxes, alertmanager)
 
     def _delivery_counter(self, sink: str) -> Callable[[str], None]:
+        # Series exist at zero from the start, so the first failure shows in rate() too.
+        for result in DELIVERY_RESULTS:
+            self.metrics.alert_deliveries.labels(sink=sink, result=result)
+
         def count(result: str) -> None:
             self.metrics.alert_deliveries.labels(sink=sink, result=result).inc()
 
@@ -254,6 +261,12 @@ class Daemon:
                     inactivity_timeout=self.config.timeouts.inactivity,
                     tool_timeout=self.config.timeouts.tool,
                 )
+                if self.config.liveness_timeout <= HEARTBEAT_INTERVAL:
+                    log.warning(
+                        "config.liveness_too_short",
+                        liveness_timeout=self.config.liveness_timeout,
+                        reason="OpenCode sends a heartbeat every 10 s; streams will be reopened",
+                    )
                 tg.start_soon(self._deliver, self.alerting)
                 for watch in self.watches:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
