@@ -457,3 +457,18 @@ def test_folded_prompt_that_already_stalled_stays_stalled_until_the_reply() -> N
         ("completed:answered", "msg_u2"),
         ("completed:answered", "msg_u1"),
     ]
+
+
+def test_only_events_that_can_pull_a_deadline_earlier_ask_for_a_reschedule() -> None:
+    """Deltas push deadlines later (no reschedule needed); a first response or a new prompt may
+    pull one earlier."""
+    tracker = Tracker("test", Timeouts(first_response=300, inactivity=60, tool=600))
+    admit(tracker, 0.0)
+    assert tracker.deadline_may_be_earlier
+    tracker.feed(ReplyOpened("ses_a", "msg_a1", "msg_u1"), 0.1)
+    tracker.feed(ReplyActivity("ses_a", "msg_a1", PartKind.CONTENT), 1.0)
+    assert tracker.deadline_may_be_earlier  # first response: 60 s inactivity < 300 s
+    assert tracker.next_deadline() == 61.0
+    tracker.feed(ReplyActivity("ses_a", "msg_a1", PartKind.CONTENT), 2.0)
+    assert not tracker.deadline_may_be_earlier
+    assert tracker.next_deadline() == 62.0

@@ -25,8 +25,11 @@ from dataclasses import dataclass, field, replace
 
 from watchdog.events import (
     Event,
+    Heartbeat,
     HumanAnswered,
     HumanAsked,
+    Ignored,
+    Malformed,
     Origin,
     PartKind,
     PromptAdmitted,
@@ -62,6 +65,7 @@ FAILED_FINISHES = frozenset({"error"})
 # user message from a repeated messageID (which re-admits it with a new time.created).
 REMEMBERED_PER_SESSION = 16
 MAX_LINEAGE = 8  # sub-agents nest; a cycle in bad data must not loop forever
+_LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,7 @@ class Tracker:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._reply_owner: dict[str, tuple[str, str]] = {}  # assistant id -> (session, user msg)
         self._pending = 0
+        self.deadline_may_be_earlier = False
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -241,6 +246,10 @@ class Tracker:
                 session.directory = directory or session.directory
             case _:
                 pass
+        # Model output and noise only push deadlines later, unless they changed something (a
+        # first response switches to the inactivity timer, which may be shorter). Callers use
+        # this to skip an O(pending prompts) reschedule on every streamed delta.
+        self.deadline_may_be_earlier = bool(out) or not isinstance(event, _LATER_ONLY)
         return out
 
     # -- transitions --------------------------------------------------------------------------

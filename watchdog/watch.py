@@ -12,15 +12,7 @@ import structlog
 
 from watchdog.backoff import Backoff
 from watchdog.decode_v1 import decode_line
-from watchdog.events import (
-    Event,
-    Heartbeat,
-    Ignored,
-    Malformed,
-    ReplyActivity,
-    SessionSeen,
-    StreamConnected,
-)
+from watchdog.events import Event, Ignored, Malformed, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
 from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
@@ -28,8 +20,6 @@ from watchdog.tracker import Tracker
 from watchdog.transitions import PromptState, Transition
 
 log = structlog.get_logger("watchdog.stream")
-
-_LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
 
 # A stream that stayed up this long counts as healthy: the next failure starts backoff afresh.
 HEALTHY_AFTER = 60.0
@@ -132,12 +122,8 @@ class ServerWatch:
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
-        transitions = self.tracker.feed(event, now)
-        self._dispatch(transitions)
-        # Model output and noise only push deadlines later, unless they changed something (a
-        # first response switches to the inactivity timer, which may be shorter). Skipping the
-        # O(pending prompts) reschedule for them keeps a stream of deltas cheap.
-        if transitions or not isinstance(event, _LATER_ONLY):
+        self._dispatch(self.tracker.feed(event, now))
+        if self.tracker.deadline_may_be_earlier:
             self._reschedule()
 
     async def reconcile_forever(self) -> None:
