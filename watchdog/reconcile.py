@@ -37,37 +37,23 @@ async def read_snapshots(
     Raises ``AuthError`` (nothing else can be read then); other failures skip what they concern.
     """
     directories: list[str | None] = [None]
-    try:
-        directories += decode_directories(await api.get("/project"))
-    except AuthError:
-        raise
-    except StreamError as exc:
-        log.info("reconcile.no_project_list", error=str(exc))
+    directories += decode_directories(
+        await _get(api, "/project", "reconcile.no_project_list", level="info")
+    )
     for directory in [*known_directories, *tracked.values()]:
         if directory and directory not in directories:
             directories.append(directory)
     statuses: dict[str, tuple[StatusChanged, str | None]] = {}
     waiting: dict[str, list[str]] = {}
     for directory in directories[:MAX_DIRECTORIES]:
-        try:
-            found = decode_status_map(await api.get("/session/status", directory=directory))
-        except AuthError:
-            raise
-        except StreamError as exc:
-            log.warning("reconcile.status_failed", directory=directory, error=str(exc))
+        body = await _get(api, "/session/status", "reconcile.status_failed", directory)
+        if body is None:
             continue
-        for session_id, status in found.items():
+        for session_id, status in decode_status_map(body).items():
             statuses.setdefault(session_id, (status, directory))
-        for path in ("/permission", "/question"):
-            try:
-                for session_id, ids in decode_waiting(
-                    await api.get(path, directory=directory)
-                ).items():
-                    waiting.setdefault(session_id, []).extend(ids)
-            except AuthError:
-                raise
-            except StreamError:
-                continue  # older servers have no /question
+        for path in ("/permission", "/question"):  # older servers have no /question
+            for session_id, ids in decode_waiting(await _get(api, path, None, directory)).items():
+                waiting.setdefault(session_id, []).extend(ids)
     targets: dict[str, str | None] = dict(tracked)
     for session_id, (_, directory) in statuses.items():
         targets.setdefault(session_id, directory)
@@ -102,3 +88,25 @@ async def read_snapshots(
         for session_id, directory in list(targets.items())[:MAX_SESSIONS]:
             tg.start_soon(read, session_id, directory)
     return snapshots
+
+
+async def _get(
+    api: ServerApi,
+    path: str,
+    problem: str | None,
+    directory: str | None = None,
+    *,
+    level: str = "warning",
+) -> object | None:
+    """GET ``path``, or None when it fails (logged as ``problem``, if given).
+
+    Bad credentials are the exception: they stop the whole read.
+    """
+    try:
+        return await api.get(path, directory=directory)
+    except AuthError:
+        raise
+    except StreamError as exc:
+        if problem is not None:
+            getattr(log, level)(problem, directory=directory, error=str(exc))
+        return None
