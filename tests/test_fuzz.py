@@ -91,7 +91,7 @@ def damaged_streams(draw: st.DrawFn) -> list[str]:
     return lines
 
 
-def key(t: Transition) -> tuple[str, str, float]:
+def key(t: Transition) -> tuple[str, str | None, float]:
     return (t.prompt.session_id, t.prompt.message_id, t.prompt.accepted_at)
 
 

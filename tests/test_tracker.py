@@ -293,7 +293,9 @@ def test_global_stream_gives_the_same_story_as_the_directory_stream(version: str
 
 
 def admit(tracker: Tracker, at: float, session: str = "ses_a", msg: str = "msg_u1") -> None:
+    """A prompt is stored and its turn starts, as OpenCode does for every prompt without noReply."""
     tracker.feed(PromptAdmitted(session_id=session, message_id=msg, created_at=at), at)
+    tracker.feed(StatusChanged(session, SessionRun.BUSY), at)
 
 
 def test_busy_is_a_level_not_an_edge() -> None:
@@ -406,9 +408,13 @@ def test_assistant_error_other_than_abort_is_failed() -> None:
     tracker = Tracker("test", SHORT)
     admit(tracker, 0.0)
     tracker.feed(ReplyOpened("ses_a", "msg_a1", "msg_u1"), 0.1)
-    out = tracker.feed(ReplyFinished("ses_a", "msg_a1", "msg_u1", None, "APIError"), 2.0)
-    assert kinds(out) == ["completed:failed"]
+    out = tracker.feed(ReplyFinished("ses_a", "msg_a1", "msg_u1", None, "APIError", "bad"), 2.0)
+    assert kinds(out) == ["stalled:failed", "completed:failed"]
     assert completed(out)[0].reason == "APIError"
+    stall = out[0]
+    assert isinstance(stall, Stalled)
+    assert stall.error is not None
+    assert (stall.error.name, stall.error.message) == ("APIError", "bad")
 
 
 def test_events_for_unknown_sessions_and_messages_change_nothing() -> None:

@@ -34,6 +34,8 @@ def document(transition: Stalled | Resolved) -> dict[str, Any]:
     }
     if isinstance(transition, Stalled):
         body["reason"] = transition.reason
+        error = transition.error
+        body["error"] = None if error is None else {"name": error.name, "message": error.message}
         retry = transition.retry
         body["retry"] = (
             None

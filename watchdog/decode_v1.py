@@ -21,6 +21,7 @@ from watchdog.events import (
     ReplyFinished,
     ReplyOpened,
     ReplySnapshot,
+    SessionDeleted,
     SessionFailed,
     SessionRun,
     SessionSeen,
@@ -33,12 +34,13 @@ from watchdog.events import (
 # Part types in which the model says something. Everything else (step-start, step-finish, patch,
 # snapshot, agent, compaction...) is bookkeeping: activity, but not a first response.
 CONTENT_PARTS = frozenset({"text", "reasoning", "tool", "file"})
+# Error messages go into alerts: long enough for a cause, short enough for a phone's notification.
+MAX_ERROR_MESSAGE = 300
 
 # Types the tracker does not need but that are part of the protocol; anything else is "unknown".
 KNOWN_IGNORED = frozenset(
     {
         "session.diff",
-        "session.deleted",
         "session.compacted",
         "message.removed",
         "message.part.removed",
@@ -155,22 +157,33 @@ def _decode(etype: str, p: Mapping[str, Any], directory: str | None) -> Event:
             if session_id is None:
                 # Errors outside a session (e.g. provider auth at start-up) concern no prompt.
                 return Ignored(type=etype, known=True)
-            error = p.get("error")
-            name = error.get("name") if isinstance(error, dict) else None
-            return SessionFailed(
-                session_id=session_id, error=name if isinstance(name, str) else "Unknown"
+            name, message = _error(p.get("error"))
+            return SessionFailed(session_id=session_id, error=name or "Unknown", message=message)
+        case "session.deleted":
+            deleted = p.get("info")
+            sid = _opt_str(p, "sessionID") or (
+                _opt_str(deleted, "id") if isinstance(deleted, dict) else None
             )
+            if sid is None:
+                raise _BadFieldError("sessionID is not a non-empty string")
+            return SessionDeleted(session_id=sid)
         case "permission.asked" | "question.asked" | "permission.v2.asked" | "question.v2.asked":
             return HumanAsked(session_id=_str(p, "sessionID"), request_id=_str(p, "id"))
         case (
             "permission.replied"
             | "question.replied"
-            | "question.rejected"
             | "permission.v2.replied"
             | "question.v2.replied"
-            | "question.v2.rejected"
         ):
-            return HumanAnswered(session_id=_str(p, "sessionID"), request_id=_str(p, "requestID"))
+            return HumanAnswered(
+                session_id=_str(p, "sessionID"),
+                request_id=_str(p, "requestID"),
+                rejected=p.get("reply") == "reject",
+            )
+        case "question.rejected" | "question.v2.rejected":
+            return HumanAnswered(
+                session_id=_str(p, "sessionID"), request_id=_str(p, "requestID"), rejected=True
+            )
         case _:
             known = etype in KNOWN_IGNORED or etype.startswith(("session.next.", "tui.", "pty."))
             return Ignored(type=etype, known=known)
@@ -204,18 +217,31 @@ def _message(info: Mapping[str, Any], directory: str | None) -> Event:
             model=_opt_str(info, "modelID"),
         )
     _ms(time, "completed")
-    error = info.get("error")
-    error_name: str | None = None
-    if isinstance(error, dict):
-        name = error.get("name")
-        error_name = name if isinstance(name, str) else "Unknown"
+    error_name, error_message = _error(info.get("error"))
     return ReplyFinished(
         session_id=session_id,
         message_id=message_id,
         parent_id=parent_id,
         finish=_opt_str(info, "finish"),
         error=error_name,
+        error_message=error_message,
     )
+
+
+def _error(error: object) -> tuple[str | None, str | None]:
+    """An OpenCode error ``{name, data: {message}}`` as (name, cut message); (None, None) if absent."""
+    if not isinstance(error, dict):
+        return None, None
+    name = error.get("name")
+    data = error.get("data")
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, str) and message:
+        message = message.strip()
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = message[: MAX_ERROR_MESSAGE - 1] + "…"
+    else:
+        message = None
+    return (name if isinstance(name, str) and name else "Unknown"), message
 
 
 def _part(part: Mapping[str, Any]) -> Event:
@@ -379,11 +405,7 @@ def decode_directories(body: object) -> list[str]:
 
 
 def _reply(info: Mapping[str, Any], time: Mapping[str, Any], parts: list[Any]) -> ReplySnapshot:
-    error = info.get("error")
-    error_name = None
-    if isinstance(error, dict):
-        name = error.get("name")
-        error_name = name if isinstance(name, str) else "Unknown"
+    error_name, error_message = _error(info.get("error"))
     running: list[str] = []
     has_content = False
     for part in parts:
@@ -400,6 +422,7 @@ def _reply(info: Mapping[str, Any], time: Mapping[str, Any], parts: list[Any]) -
         completed=time.get("completed") is not None,
         finish=_opt_str(info, "finish"),
         error=error_name,
+        error_message=error_message,
         has_content=has_content,
         running_tools=tuple(running),
     )

@@ -78,6 +78,7 @@ class ReplyFinished:
     parent_id: str
     finish: str | None
     error: str | None  # the error's name, e.g. MessageAbortedError
+    error_message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +113,21 @@ class StatusChanged:
 
 @dataclass(frozen=True, slots=True)
 class SessionFailed:
-    """`session.error`: the running prompt failed; ``error`` is the error's name."""
+    """`session.error`: the running prompt failed, or a prompt failed before it was stored.
+
+    ``error`` is the error's name, ``message`` the server's text for it (cut short).
+    """
 
     session_id: str
     error: str
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    """`session.deleted`: the session and whatever it was doing are gone."""
+
+    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +140,11 @@ class HumanAsked:
 
 @dataclass(frozen=True, slots=True)
 class HumanAnswered:
-    """A permission or question request was replied to or rejected."""
+    """A permission or question request was replied to; ``rejected`` when the person said no."""
 
     session_id: str
     request_id: str
+    rejected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +172,7 @@ class ReplySnapshot:
     finish: str | None
     error: str | None
     has_content: bool
+    error_message: str | None = None
     running_tools: tuple[str, ...] = ()
 
 
@@ -202,6 +216,7 @@ Event = (
     | ToolProgress
     | StatusChanged
     | SessionFailed
+    | SessionDeleted
     | HumanAsked
     | HumanAnswered
     | SessionSnapshot

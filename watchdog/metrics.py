@@ -14,9 +14,11 @@ from watchdog.transitions import (
     Accepted,
     Completed,
     FirstResponse,
+    Outcome,
     PromptState,
     Resolved,
     Stalled,
+    StallKind,
     Transition,
 )
 
@@ -125,10 +127,10 @@ class Metrics:
         self.prompts_accepted.labels(server=server)
         self.stream_reconnects.labels(server=server)
         self.malformed_events.labels(server=server)
-        for outcome in ("answered", "failed", "aborted", "dropped"):
-            self.prompts_completed.labels(server=server, outcome=outcome)
-        for kind in ("no_response", "inactive", "dropped"):
-            self.stalls.labels(server=server, kind=kind)
+        for outcome in Outcome:
+            self.prompts_completed.labels(server=server, outcome=outcome.value)
+        for kind in StallKind:
+            self.stalls.labels(server=server, kind=kind.value)
 
     def emit(self, transition: Transition) -> None:
         """Sink method: turn transitions into counts."""

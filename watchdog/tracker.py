@@ -7,19 +7,24 @@ The life of one prompt::
 
     admitted ──► WAITING ──first content──► REPLYING ──finish:"stop"──► answered
                     │   └─ st retry ─► RETRYING       │  └ finish:"tool-calls" ─► REPLYING (next step)
-                    │   └─ permission ─► BLOCKED       │
+                    │   └─ permission ─► BLOCKED       │  └ completed, no finish, after output ─► answered
                     ├─ first_response timeout ─► stall no_response     ├─ silence ─► stall inactive
-                    ├─ session idle, no reply ─► dropped               ├─ error ─► failed | aborted
+                    ├─ session idle, no reply ─► dropped               ├─ error ─► failed (stall) | aborted
+                    ├─ no turn starts (noReply) ─► no_reply            ├─ idle after a reject ─► aborted
+                    ├─ session deleted ─► aborted
                     └─ later prompt's reply opens ─► folded into it (ends with its outcome)
 
-Each stall kind fires at most once per prompt and resolves once, when the reply arrives or the
-prompt ends.
+    session.error with nothing pending (the prompt failed before it was stored) ─► failed (stall)
+
+Each stall kind fires at most once per prompt. ``no_response`` and ``inactive`` resolve once, when
+the reply arrives or the prompt ends; ``dropped`` and ``failed`` are final.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -37,6 +42,7 @@ from watchdog.events import (
     ReplyFinished,
     ReplyOpened,
     ReplySnapshot,
+    SessionDeleted,
     SessionFailed,
     SessionRun,
     SessionSeen,
@@ -47,6 +53,7 @@ from watchdog.events import (
 from watchdog.transitions import (
     Accepted,
     Completed,
+    ErrorInfo,
     FirstResponse,
     Outcome,
     PromptRef,
@@ -61,10 +68,27 @@ from watchdog.transitions import (
 ABORTED_ERROR = "MessageAbortedError"
 INTERMEDIATE_FINISH = "tool-calls"
 FAILED_FINISHES = frozenset({"error"})
-# How many answered message ids a session remembers, to tell OpenCode's re-sends of a stored
+# How many ended prompts a session remembers, to tell OpenCode's re-sends of a stored
 # user message from a repeated messageID (which re-admits it with a new time.created).
 REMEMBERED_PER_SESSION = 16
 MAX_LINEAGE = 8  # sub-agents nest; a cycle in bad data must not loop forever
+# OpenCode publishes one failure as two `session.error` events (the request handler's and the
+# loop's), milliseconds apart; a second one this soon after a failure is the same failure.
+ERROR_ECHO_SECONDS = 2.0
+# The clock offset between the server and us is the smallest delay seen between a prompt's
+# `time.created` and its arrival, over this many recent prompts (a window, so clock steps age out).
+OFFSET_SAMPLES = 32
+# A live prompt whose corrected time is this far before its arrival means a server clock we
+# cannot use (or a jump): we time that prompt from its arrival instead.
+MAX_ARRIVAL_DELAY = 60.0
+# A real prompt stored in an idle session turns it busy within milliseconds (1.2 s on a cold
+# server); an earlier message still without a turn when the next one arrives this much later was
+# sent with `noReply`. Closer together they may be one request of two prompts, so they fold.
+NO_TURN_GAP = 1.0
+# Deleted sessions are remembered (by id, this many) so that late or repeated events for one
+# do not bring it back.
+REMEMBERED_DELETED = 1024
+FINAL_KINDS = frozenset({StallKind.DROPPED, StallKind.FAILED})
 _LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
 
 
@@ -75,6 +99,9 @@ class Timeouts:
     first_response: float = 300.0
     inactivity: float = 300.0
     tool: float = 1800.0
+    # A prompt stored while its session is idle starts a turn (`busy`) at once; one that starts
+    # none within this time was sent with `noReply` and is not a question.
+    turn_start: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +117,9 @@ class _Why(enum.StrEnum):
     IDLE_BEFORE_FINISH = "idle_before_finish"
     COMPLETED_WITHOUT_FINISH = "completed_without_finish"
     SERVER_RESTART = "server_restart"  # the server lost the prompt while the stream was down
+    SESSION_DELETED = "session_deleted"
+    REJECTED = "rejected"  # a person rejected a permission or question, which ends the turn
+    NO_TURN_STARTED = "no_turn_started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +133,7 @@ class PendingPrompt:
 
 @dataclass(slots=True, eq=False)  # identity matters: two prompts may look alike
 class _Prompt:
+    id: str  # the user message id (``ref.message_id``, which only a never-stored prompt lacks)
     ref: PromptRef
     created_at: float  # the server's time.created, to recognise re-sends
     clock_start: float | None  # None while queued behind an earlier prompt of the same session
@@ -113,6 +144,8 @@ class _Prompt:
     stall: StallKind | None = None
     fired: set[StallKind] = field(default_factory=set)
     folded: list[_Prompt] = field(default_factory=list)
+    turn_started: bool = True  # False until the session goes busy for it (see Timeouts.turn_start)
+    rejected: bool = False  # a person said no to this reply's permission or question
 
 
 @dataclass(slots=True, eq=False)
@@ -125,7 +158,10 @@ class _Session:
     waiting_on: set[str] = field(default_factory=set)  # permission/question request ids
     blocked_since: float | None = None
     prompts: list[_Prompt] = field(default_factory=list)
-    answered: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # (message id, time.created) of prompts that ended: a stream that repeats an old admission
+    # must not make a new prompt of it, while a repeated messageID (a new time) still does.
+    ended: OrderedDict[tuple[str, float], None] = field(default_factory=OrderedDict)
+    failed_at: float | None = None  # when a session.error last ended a prompt here
 
 
 class Tracker:
@@ -142,6 +178,8 @@ class Tracker:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._reply_owner: dict[str, tuple[str, str]] = {}  # assistant id -> (session, user msg)
         self._pending = 0
+        self._arrival_delays: deque[float] = deque(maxlen=OFFSET_SAMPLES)
+        self._deleted: OrderedDict[str, None] = OrderedDict()
         self.deadline_may_be_earlier = False
 
     # -- queries ------------------------------------------------------------------------------
@@ -178,10 +216,16 @@ class Tracker:
         deadlines = [
             d
             for session in self._sessions.values()
-            for p in session.prompts
-            if (d := self._deadline(session, p)) is not None
+            for lead in session.prompts
+            for p in (lead, *lead.folded)
+            if (d := self._deadline(session, lead, p)) is not None
         ]
         return min(deadlines, default=None)
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Our clock minus the server's, plus the smallest delivery delay; None before a sample."""
+        return min(self._arrival_delays, default=None)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -193,17 +237,29 @@ class Tracker:
         """Fire the stalls whose deadline has passed."""
         out: list[Transition] = []
         for session in self._sessions.values():
-            for p in session.prompts:
-                deadline = self._deadline(session, p)
-                if deadline is None or now < deadline:
-                    continue
-                kind = StallKind.INACTIVE if p.responded_at is not None else StallKind.NO_RESPONSE
-                self._fire(session, p, kind, now, out)
+            for lead in list(session.prompts):
+                for p in (lead, *lead.folded):
+                    deadline = self._deadline(session, lead, p)
+                    if deadline is None or now < deadline:
+                        continue
+                    if not lead.turn_started:
+                        why = _Why.NO_TURN_STARTED.value
+                        self._complete(session, lead, Outcome.NO_REPLY, now, out, reason=why)
+                        break
+                    kind = (
+                        StallKind.INACTIVE
+                        if lead.responded_at is not None
+                        else StallKind.NO_RESPONSE
+                    )
+                    self._fire(session, p, kind, now, out, only_self=True)
         return out
 
     def feed(self, event: Event, now: float) -> list[Transition]:
         """Apply one event; returns what it changed."""
         out: list[Transition] = []
+        if self._deleted and getattr(event, "session_id", None) in self._deleted:
+            self.deadline_may_be_earlier = False
+            return out
         match event:
             case PromptAdmitted():
                 self._admit(event, now, out)
@@ -223,17 +279,19 @@ class Tracker:
                 self._reply_finished(event, now, out)
             case StatusChanged():
                 self._status(event, now, out)
-            case SessionFailed(session_id=sid, error=error):
-                session = self._sessions.get(sid)
-                if session is not None and session.prompts:
-                    outcome = Outcome.ABORTED if error == ABORTED_ERROR else Outcome.FAILED
-                    self._complete(session, session.prompts[0], outcome, now, out, reason=error)
+            case SessionFailed():
+                self._session_failed(event, now, out)
+            case SessionDeleted(session_id=sid):
+                self._session_deleted(sid, now, out)
             case HumanAsked(session_id=sid, request_id=rid):
                 for session in self._lineage(sid):
                     if not session.waiting_on:
                         session.blocked_since = now
                     session.waiting_on.add(rid)
-            case HumanAnswered(session_id=sid, request_id=rid):
+            case HumanAnswered(session_id=sid, request_id=rid, rejected=rejected):
+                own = self._sessions.get(sid)
+                if rejected and own is not None and own.prompts:
+                    own.prompts[0].rejected = True
                 for session in self._lineage(sid):
                     session.waiting_on.discard(rid)
                     if not session.waiting_on:
@@ -257,11 +315,15 @@ class Tracker:
     def _admit(self, event: PromptAdmitted, now: float, out: list[Transition]) -> None:
         session = self._session(event.session_id)
         mid = event.message_id
-        if any(p.ref.message_id == mid for lead in session.prompts for p in (lead, *lead.folded)):
+        if any(p.id == mid for lead in session.prompts for p in (lead, *lead.folded)):
             return  # re-sent, or a repeated messageID folded into the same pending prompt
-        if session.answered.get(mid) == event.created_at:
+        if (mid, event.created_at) in session.ended:
             return  # a re-send of a message whose reply we already saw
-        accepted_at = now if event.origin is Origin.LIVE else min(now, event.created_at)
+        accepted_at = self._accepted_at(event.created_at, now, event.origin)
+        for earlier in list(session.prompts):
+            if not earlier.turn_started and accepted_at - earlier.ref.accepted_at >= NO_TURN_GAP:
+                why = _Why.NO_TURN_STARTED.value
+                self._complete(session, earlier, Outcome.NO_REPLY, now, out, reason=why)
         ref = PromptRef(
             server=self.server,
             session_id=session.id,
@@ -272,10 +334,14 @@ class Tracker:
         )
         queued = bool(session.prompts)
         prompt = _Prompt(
+            id=mid,
             ref=ref,
             created_at=event.created_at,
             clock_start=None if queued else accepted_at,
             last_activity=accepted_at,
+            # A prompt stored while its session runs is picked up by that run; in an idle session
+            # only a `busy` says a turn started for it.
+            turn_started=session.run in (SessionRun.BUSY, SessionRun.RETRY),
         )
         session.prompts.append(prompt)
         self._pending += 1
@@ -288,23 +354,26 @@ class Tracker:
         session = self._sessions.get(event.session_id)
         if session is None:
             return
-        index = next(
-            (i for i, p in enumerate(session.prompts) if p.ref.message_id == event.parent_id), None
-        )
+        index = next((i for i, p in enumerate(session.prompts) if p.id == event.parent_id), None)
         if index is None:
             return  # a reply to a prompt we never saw accepted
         prompt = session.prompts[index]
+        if event.message_id not in prompt.replies:
+            prompt.rejected = False  # a new step: the turn went on after a rejection
+        for p in session.prompts[: index + 1]:
+            p.turn_started = True
         if prompt.ref.provider is None and (event.provider or event.model):
             prompt.ref = replace(prompt.ref, provider=event.provider, model=event.model)
         prompt.replies.add(event.message_id)
-        self._reply_owner[event.message_id] = (session.id, prompt.ref.message_id)
+        self._reply_owner[event.message_id] = (session.id, prompt.id)
         if index:
             # OpenCode answers only the latest user message: earlier ones were folded into this
             # request and share its outcome.
             earlier = session.prompts[:index]
             del session.prompts[:index]
-            starts = [p.clock_start for p in earlier if p.clock_start is not None]
-            prompt.clock_start = min([*starts, prompt.clock_start or now])
+            if prompt.clock_start is None:
+                # Its turn began with the request it was folded into, not after a reply.
+                prompt.clock_start = prompt.ref.accepted_at
             for p in earlier:
                 # A folded prompt keeps its own stall state: it is still unanswered, and the
                 # reply it now waits for resolves it.
@@ -339,13 +408,13 @@ class Tracker:
         if session is None:
             return
         prompt = self._owner(event.message_id) or next(
-            (p for p in session.prompts if p.ref.message_id == event.parent_id), None
+            (p for p in session.prompts if p.id == event.parent_id), None
         )
         if prompt is None:
             return
         prompt.replies.discard(event.message_id)
         self._reply_owner.pop(event.message_id, None)
-        ending = _ending(event.finish, event.error)
+        ending = _ending(event.finish, event.error, produced=prompt.responded_at is not None)
         if ending is None:
             self._activity(event.session_id, event.message_id, now, out, content=True)
             prompt.running_tools.clear()
@@ -353,7 +422,59 @@ class Tracker:
         outcome, reason = ending
         if outcome is Outcome.ANSWERED and prompt.responded_at is None:
             self._activity(event.session_id, event.message_id, now, out, content=True)
-        self._complete(session, prompt, outcome, now, out, reason=reason)
+        error = ErrorInfo(event.error, event.error_message) if event.error else None
+        self._complete(session, prompt, outcome, now, out, reason=reason, error=error)
+
+    def _session_failed(self, event: SessionFailed, now: float, out: list[Transition]) -> None:
+        session = self._session(event.session_id)
+        if session.failed_at is not None and now - session.failed_at < ERROR_ECHO_SECONDS:
+            return  # the second report of a failure already handled
+        aborted = event.error == ABORTED_ERROR
+        error = ErrorInfo(event.error, event.message)
+        if session.prompts:
+            outcome = Outcome.ABORTED if aborted else Outcome.FAILED
+            lead = session.prompts[0]
+            self._complete(session, lead, outcome, now, out, reason=event.error, error=error)
+        elif aborted:
+            return  # an abort with nothing running asks nothing of us
+        else:
+            # The prompt failed before OpenCode stored it: the error is all there is of it.
+            ref = PromptRef(
+                server=self.server,
+                session_id=session.id,
+                message_id=None,
+                accepted_at=now,
+                directory=session.directory,
+                parent_session_id=session.parent_id,
+            )
+            out.append(Accepted(prompt=ref, at=now))
+            out.append(
+                Stalled(
+                    prompt=ref,
+                    kind=StallKind.FAILED,
+                    at=now,
+                    waited=0.0,
+                    reason=event.error,
+                    error=error,
+                )
+            )
+            out.append(
+                Completed(
+                    prompt=ref, outcome=Outcome.FAILED, at=now, duration=0.0, reason=event.error
+                )
+            )
+        if not aborted:
+            session.failed_at = now
+
+    def _session_deleted(self, session_id: str, now: float, out: list[Transition]) -> None:
+        session = self._session(session_id)
+        why = _Why.SESSION_DELETED.value
+        for prompt in list(session.prompts):
+            self._complete(session, prompt, Outcome.ABORTED, now, out, reason=why)
+        del self._sessions[session_id]
+        self._deleted[session_id] = None
+        while len(self._deleted) > REMEMBERED_DELETED:
+            self._deleted.popitem(last=False)
 
     def _reconcile(self, snap: SessionSnapshot, now: float, out: list[Transition]) -> None:
         """Bring a session up to date with a REST read, without counting anything twice."""
@@ -371,13 +492,18 @@ class Tracker:
             if not session.waiting_on:
                 self._unblock(session, now)
         for ps in snap.prompts:
-            ending = _ending(ps.replies[-1].finish, ps.replies[-1].error) if ps.replies else None
-            done = bool(ps.replies) and ps.replies[-1].completed and ending is not None
+            last = ps.replies[-1] if ps.replies else None
+            ending = (
+                _ending(last.finish, last.error, produced=any(r.has_content for r in ps.replies))
+                if last is not None
+                else None
+            )
+            done = last is not None and last.completed and ending is not None
             prompt = self._pending_prompt(session, ps.message_id)
             if prompt is None:
                 if done or snap.run is SessionRun.IDLE:
                     continue  # ended while we were not looking: nothing left to watch
-                if session.answered.get(ps.message_id) == ps.created_at:
+                if (ps.message_id, ps.created_at) in session.ended:
                     continue  # its ending reached us on the stream after the read began
                 admitted = PromptAdmitted(
                     snap.session_id, ps.message_id, ps.created_at, snap.directory, Origin.RECONCILED
@@ -387,8 +513,9 @@ class Tracker:
                 if prompt is None:
                     continue
             self._adopt_replies(snap, ps.replies, prompt, now, out)
-            if done and ending is not None:
-                self._complete(session, prompt, ending[0], now, out, reason=ending[1])
+            if done and ending is not None and last is not None:
+                error = ErrorInfo(last.error, last.error_message) if last.error else None
+                self._complete(session, prompt, ending[0], now, out, reason=ending[1], error=error)
         if snap.run is SessionRun.IDLE:
             why = _Why.SERVER_RESTART if snap.restarted else _Why.IDLE_WITHOUT_REPLY
             for prompt in list(session.prompts):
@@ -404,7 +531,7 @@ class Tracker:
         out: list[Transition],
     ) -> None:
         for reply in replies:
-            opened = ReplyOpened(snap.session_id, reply.message_id, prompt.ref.message_id)
+            opened = ReplyOpened(snap.session_id, reply.message_id, prompt.id)
             # Known replies keep their clocks: a read must not hide a silence.
             self._reply_opened(opened, now, out, touch=False)
             if not reply.completed:
@@ -415,6 +542,9 @@ class Tracker:
     def _status(self, event: StatusChanged, now: float, out: list[Transition]) -> None:
         session = self._session(event.session_id)
         session.run = event.run
+        if event.run is not SessionRun.IDLE:
+            for prompt in session.prompts:
+                prompt.turn_started = True
         if event.run is SessionRun.RETRY:
             session.retry = Retry(event.attempt, event.retry_message, event.next_retry_at)
             return
@@ -426,6 +556,11 @@ class Tracker:
             session.waiting_on.clear()
             self._unblock(session, now)
         for prompt in list(session.prompts):
+            if prompt.rejected:
+                # A person said no: the turn ended as they chose, nobody needs an alarm.
+                reason = _Why.REJECTED.value
+                self._complete(session, prompt, Outcome.ABORTED, now, out, reason=reason)
+                continue
             why = _Why.IDLE_BEFORE_FINISH if prompt.responded_at else _Why.IDLE_WITHOUT_REPLY
             self._drop(session, prompt, now, out, why)
 
@@ -444,12 +579,15 @@ class Tracker:
         now: float,
         out: list[Transition],
         reason: str | None = None,
+        *,
+        error: ErrorInfo | None = None,
+        only_self: bool = False,
     ) -> None:
-        for p in (prompt, *prompt.folded):
+        for p in (prompt,) if only_self else (prompt, *prompt.folded):
             if kind in p.fired:
                 continue  # a folded prompt that had already stalled on its own
             p.fired.add(kind)
-            if kind is not StallKind.DROPPED:
+            if kind not in FINAL_KINDS:
                 p.stall = kind
             out.append(
                 Stalled(
@@ -459,6 +597,7 @@ class Tracker:
                     waited=now - p.ref.accepted_at,
                     retry=session.retry,
                     reason=reason,
+                    error=error,
                 )
             )
 
@@ -487,10 +626,15 @@ class Tracker:
         now: float,
         out: list[Transition],
         reason: str | None = None,
+        error: ErrorInfo | None = None,
     ) -> None:
         if prompt not in session.prompts:
             return
         self._resolve(prompt, now, out, outcome=outcome)
+        if outcome is Outcome.FAILED:
+            # It will never be answered: say so now, with the server's cause.
+            error = error or ErrorInfo(reason or "unknown")
+            self._fire(session, prompt, StallKind.FAILED, now, out, reason=reason, error=error)
         session.prompts.remove(prompt)
         for p in (prompt, *prompt.folded):
             self._pending -= 1
@@ -498,9 +642,9 @@ class Tracker:
             out.append(
                 Completed(prompt=p.ref, outcome=outcome, at=now, duration=duration, reason=reason)
             )
-            session.answered[p.ref.message_id] = p.created_at
-        while len(session.answered) > REMEMBERED_PER_SESSION:
-            session.answered.popitem(last=False)
+            session.ended[(p.id, p.created_at)] = None
+        while len(session.ended) > REMEMBERED_PER_SESSION:
+            session.ended.popitem(last=False)
         for reply in prompt.replies:
             self._reply_owner.pop(reply, None)
         if session.prompts and session.prompts[0].clock_start is None:
@@ -518,17 +662,38 @@ class Tracker:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _deadline(self, session: _Session, p: _Prompt) -> float | None:
+    def _deadline(self, session: _Session, lead: _Prompt, p: _Prompt) -> float | None:
+        """When ``p`` (``lead`` or folded into it) is due; the reply's progress is the lead's."""
+        if not lead.turn_started:
+            return lead.ref.accepted_at + self.timeouts.turn_start if p is lead else None
         if session.waiting_on or p.clock_start is None:
             return None
-        if p.responded_at is None:
+        if lead.responded_at is None:
             if StallKind.NO_RESPONSE in p.fired:
                 return None
             return p.clock_start + self.timeouts.first_response
         if StallKind.INACTIVE in p.fired:
             return None
-        quiet = self.timeouts.tool if p.running_tools else self.timeouts.inactivity
-        return p.last_activity + quiet
+        quiet = self.timeouts.tool if lead.running_tools else self.timeouts.inactivity
+        return lead.last_activity + quiet
+
+    def _accepted_at(self, created_at: float, now: float, origin: Origin) -> float:
+        """When a prompt was accepted, on our clock: its `time.created`, corrected for the offset.
+
+        Live and recovered prompts are timed alike this way; a live prompt whose server time is
+        unusable falls back to its arrival.
+        """
+        if not math.isfinite(created_at):
+            return now
+        if origin is Origin.LIVE:
+            self._arrival_delays.append(now - created_at)
+        offset = self.clock_offset
+        if offset is None:
+            return min(now, created_at)  # no live prompt yet: assume the clocks agree
+        accepted_at = min(now, created_at + offset)
+        if origin is Origin.LIVE and now - accepted_at > MAX_ARRIVAL_DELAY:
+            return now
+        return accepted_at
 
     def _state(self, session: _Session, lead: _Prompt, p: _Prompt) -> PromptState:
         """The state of ``p``, which is ``lead`` or folded into it."""
@@ -541,7 +706,7 @@ class Tracker:
         return PromptState.REPLYING if lead.responded_at is not None else PromptState.WAITING
 
     def _pending_prompt(self, session: _Session, message_id: str) -> _Prompt | None:
-        return next((p for p in session.prompts if p.ref.message_id == message_id), None)
+        return next((p for p in session.prompts if p.id == message_id), None)
 
     def _owner(self, assistant_id: str) -> _Prompt | None:
         owner = self._reply_owner.get(assistant_id)
@@ -550,7 +715,7 @@ class Tracker:
         session = self._sessions.get(owner[0])
         if session is None:
             return None
-        return next((p for p in session.prompts if p.ref.message_id == owner[1]), None)
+        return next((p for p in session.prompts if p.id == owner[1]), None)
 
     def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -600,13 +765,20 @@ class Tracker:
             self._reply_owner.pop(reply, None)
 
 
-def _ending(finish: str | None, error: str | None) -> tuple[Outcome, str | None] | None:
-    """How a completed assistant message ends its prompt; None for an intermediate step."""
+def _ending(
+    finish: str | None, error: str | None, *, produced: bool
+) -> tuple[Outcome, str | None] | None:
+    """How a completed assistant message ends its prompt; None for an intermediate step.
+
+    ``produced`` says the reply had output (text, a tool call) before it completed.
+    """
     if error is not None:
         return (Outcome.ABORTED if error == ABORTED_ERROR else Outcome.FAILED), error
     if finish is None:
-        # Seen when a prompt is aborted while OpenCode waits to retry the provider.
-        return Outcome.ABORTED, _Why.COMPLETED_WITHOUT_FINISH.value
+        # `/session/{id}/shell` ends this way after its bash tool ran; an abort while OpenCode
+        # waits to retry the provider ends this way with nothing produced.
+        outcome = Outcome.ANSWERED if produced else Outcome.ABORTED
+        return outcome, _Why.COMPLETED_WITHOUT_FINISH.value
     if finish == INTERMEDIATE_FINISH:
         return None
     if finish in FAILED_FINISHES:

@@ -13,6 +13,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     ABORTED = "aborted"
     DROPPED = "dropped"
+    NO_REPLY = "no_reply"  # stored without starting a turn (`noReply: true`): not a question
 
 
 class StallKind(enum.StrEnum):
@@ -21,6 +22,7 @@ class StallKind(enum.StrEnum):
     NO_RESPONSE = "no_response"  # nothing from the model within the first-response timeout
     INACTIVE = "inactive"  # the reply started, then went quiet
     DROPPED = "dropped"  # the session went idle and the prompt never got a reply
+    FAILED = "failed"  # the prompt ended in an error other than an abort; final, never resolved
 
 
 class PromptState(enum.StrEnum):
@@ -43,12 +45,20 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The server's error for a failed prompt: its name and (cut) message."""
+
+    name: str
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PromptRef:
     """Identifies a prompt and carries what an alert should say about it (never its text)."""
 
     server: str
     session_id: str
-    message_id: str
+    message_id: str | None  # None for a prompt that failed before OpenCode stored it
     accepted_at: float  # seconds since the epoch
     directory: str | None = None
     parent_session_id: str | None = None
@@ -83,6 +93,7 @@ class Stalled:
     waited: float  # seconds since acceptance
     retry: Retry | None = None
     reason: str | None = None
+    error: ErrorInfo | None = None  # set for kind failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ NORMAL_REPLY_TOKENS = ("Hello ", "from ", "the ", "fake ", "model.")
 NORMAL_REPLY = "".join(NORMAL_REPLY_TOKENS)
 TITLE_REPLY = "Fake title"
 FAIL_MESSAGE = "upstream exploded"
+BADREQUEST_MESSAGE = "the fake rejects this request"
 HANGMID_TOKENS = ("Partial ", "answer ", "then ")
 TOOL_ARGUMENTS = {"command": "echo hi", "description": "say hi"}
 DEFAULT_SLOW_TOKENS = 8
@@ -74,6 +75,8 @@ def choose_mode(messages: list[dict[str, Any]]) -> tuple[str, str, str | None, i
         mode = "hang"
     elif "FAIL" in last_user:
         mode = "fail"
+    elif "BADREQUEST" in last_user:
+        mode = "badrequest"
     elif match := _SLOW_RE.search(last_user):
         mode = "slow"
         if match.group(1):
@@ -243,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._hold()
         elif mode == "fail":
             self._json(500, {"error": {"message": FAIL_MESSAGE}})
+        elif mode == "badrequest":
+            # A 400 is not retried by OpenCode: the prompt fails at once with an API error.
+            self._json(400, {"error": {"message": BADREQUEST_MESSAGE}})
         elif mode == "hangmid":
             self._start_sse()
             self._chunk(cid, {"role": "assistant", "content": ""})

@@ -28,10 +28,12 @@ log = structlog.get_logger("watchdog.sinks.alertmanager")
 
 STALLED_ALERT = "OpenCodePromptStalled"
 DROPPED_ALERT = "OpenCodePromptDropped"
+FAILED_ALERT = "OpenCodePromptFailed"
 API_PATH = "/api/v2/alerts"
 # Alertmanager's own examples resend every minute; its clients (Prometheus) do the same.
 DEFAULT_RESEND_INTERVAL = 60.0
-# A dropped prompt is final: the alert stays up this long so it gets routed and seen, then ends.
+# A dropped or failed prompt is final: the alert stays up this long so it gets routed and seen,
+# then ends.
 DEFAULT_DROPPED_FOR = 3600.0
 DEFAULT_MAX_ACTIVE = 10_000
 # Thousands of active alerts in one POST would make one huge request body; Alertmanager takes
@@ -39,7 +41,9 @@ DEFAULT_MAX_ACTIVE = 10_000
 BATCH_SIZE = 500
 _FIRING_KINDS = (StallKind.NO_RESPONSE, StallKind.INACTIVE)
 
-_Identity = tuple[str, str, str, StallKind]  # server, session, message, kind
+_ALERT_NAMES = {StallKind.DROPPED: DROPPED_ALERT, StallKind.FAILED: FAILED_ALERT}
+
+_Identity = tuple[str, str, str | None, StallKind]  # server, session, message, kind
 
 
 @dataclass(slots=True)
@@ -82,14 +86,16 @@ def _identity(ref: PromptRef, kind: StallKind) -> _Identity:
 
 def _labels(ref: PromptRef, kind: StallKind) -> dict[str, str]:
     labels = {
-        "alertname": DROPPED_ALERT if kind is StallKind.DROPPED else STALLED_ALERT,
+        "alertname": _ALERT_NAMES.get(kind, STALLED_ALERT),
         "server": ref.server,
         "kind": kind.value,
         "session_id": ref.session_id,
-        "message_id": ref.message_id,
         "severity": "warning",
     }
-    # Alertmanager treats an empty label as absent, so an unknown directory is left out.
+    # Alertmanager treats an empty label as absent, so an unknown directory (or the message id
+    # of a prompt that failed before it was stored) is left out.
+    if ref.message_id:
+        labels["message_id"] = ref.message_id
     if ref.directory:
         labels["directory"] = ref.directory
     return labels
@@ -108,10 +114,15 @@ def _annotations(stall: Stalled) -> dict[str, str]:
     elif stall.kind is StallKind.INACTIVE:
         summary = f"A reply on OpenCode server {ref.server} went quiet ({waited} in)."
         what = f"the reply started, then went quiet; {waited} since the prompt was accepted"
+    elif stall.kind is StallKind.FAILED:
+        name = stall.error.name if stall.error else stall.reason or "an error"
+        summary = f"A prompt on OpenCode server {ref.server} failed: {name}."
+        what = f"the prompt ended in {name} {waited} after it was accepted; no reply will come"
     else:
         summary = f"OpenCode server {ref.server} dropped a prompt without finishing its reply."
         what = f"the session went idle {waited} after the prompt was accepted, reply unfinished"
-    parts = [f"Session {ref.session_id}, message {ref.message_id} on server {ref.server}"]
+    message = ref.message_id or "(never stored)"
+    parts = [f"Session {ref.session_id}, message {message} on server {ref.server}"]
     if ref.directory:
         parts[0] += f" (directory {ref.directory})"
     if ref.parent_session_id:
@@ -119,6 +130,8 @@ def _annotations(stall: Stalled) -> dict[str, str]:
     parts[0] += f": {what}."
     if stall.reason:
         parts.append(f"Reason: {stall.reason}.")
+    if stall.error is not None and stall.error.message:
+        parts.append(f"Error: {stall.error.message}")
     if ref.provider or ref.model:
         parts.append(f"Provider {ref.provider or 'unknown'}, model {ref.model or 'unknown'}.")
     retry = stall.retry
@@ -207,7 +220,7 @@ class AlertmanagerSink:
             starts_at=stall.at,
             what=describe(stall),
         )
-        if stall.kind is StallKind.DROPPED:
+        if stall.kind not in _FIRING_KINDS:
             # Terminal: one alert that ends by itself; nothing will resolve or re-send it.
             self._post([self._alert(firing, stall.at + self.dropped_for)], firing.what)
             return

@@ -21,7 +21,7 @@ class LogSink:
         ids: dict[str, Any] = {
             "server": ref.server,
             "session_id": ref.session_id,
-            "message_id": ref.message_id,
+            "message_id": ref.message_id,  # None for a prompt that failed before it was stored
             "accepted_at": iso(ref.accepted_at),
         }
         if ref.directory:
@@ -29,8 +29,10 @@ class LogSink:
         if ref.parent_session_id:
             ids["parent_session_id"] = ref.parent_session_id
         match transition:
-            case Stalled(kind=kind, waited=waited, retry=retry, reason=reason):
+            case Stalled(kind=kind, waited=waited, retry=retry, reason=reason, error=error):
                 extra: dict[str, Any] = {}
+                if error is not None:
+                    extra.update(error_name=error.name, error_message=error.message)
                 if retry is not None:
                     extra = {"retry_attempt": retry.attempt, "retry_message": retry.message}
                 if reason:
