@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import FIXTURES, VERSIONS
-from watchdog.decode_v1 import decode_event, decode_line
+from watchdog.decode_v1 import decode_event, decode_line, event_time
 from watchdog.events import (
     HumanAsked,
     Ignored,
@@ -164,3 +164,14 @@ def test_malformed_reason_never_contains_prompt_text() -> None:
     event = decode_event(json.loads(json.dumps(bad)))
     assert isinstance(event, Malformed)
     assert secret not in event.reason
+
+
+def test_event_time_restores_the_epoch_from_an_event_id() -> None:
+    """An `evt_` id's 12 hex digits give its creation time modulo 2**36 ms; ``near`` fills the rest."""
+    created_ms = 1_796_078_307_070
+    event_id = f"evt_{(created_ms * 4096 + 1) % 2**48:012x}3ctEXXd6RK4zx4"
+    assert event_time(event_id, near=created_ms / 1000 + 5.0) == created_ms / 1000
+    assert event_time(event_id, near=created_ms / 1000 - 5.0) == created_ms / 1000
+    assert event_time("msg_nothex", near=1.0) is None
+    assert event_time("evt_zzzzzzzzzzzz", near=1.0) is None
+    assert event_time(None, near=1.0) is None

@@ -68,6 +68,7 @@ def test_rules_file_has_alerts_and_recording_rules() -> None:
     assert names == {
         "OpenCodePromptStalled",
         "OpenCodePromptsDropped",
+        "OpenCodePromptsFailed",
         "OpenCodeWatchdogStreamDown",
         "OpenCodeWatchdogDown",
         "OpenCodePromptsRetrying",

@@ -179,6 +179,7 @@ def test_example_config_is_valid_toml_with_known_keys() -> None:
         "first_response_timeout",
         "inactivity_timeout",
         "tool_timeout",
+        "turn_start_timeout",
         "webhook",
         "alertmanager",
         "log_format",
@@ -187,7 +188,12 @@ def test_example_config_is_valid_toml_with_known_keys() -> None:
     }
     assert set(config) <= top
     assert config["listen"] == "127.0.0.1:9464"
-    for key in ("first_response_timeout", "inactivity_timeout", "tool_timeout"):
+    for key in (
+        "first_response_timeout",
+        "inactivity_timeout",
+        "tool_timeout",
+        "turn_start_timeout",
+    ):
         assert isinstance(config[key], int)
     assert config["servers"]
     for server in config["servers"]:

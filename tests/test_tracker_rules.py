@@ -289,3 +289,12 @@ def test_events_after_a_delete_do_not_bring_the_session_back() -> None:
     again = PromptAdmitted("ses_a", "msg_u1", created_at=100.0)
     assert tracker.feed(again, 102.0) == []
     assert tracker.pending_count == 0
+
+
+def test_heartbeats_time_the_first_prompt_of_a_cold_server() -> None:
+    """A late-delivered first prompt is timed from its `time.created`, thanks to earlier samples."""
+    tracker = Tracker("test", SHORT)
+    tracker.observe_clock(999.0, 999.002)  # server.connected, our clock 2 ms later
+    tracker.feed(PromptAdmitted("ses_a", "msg_u", created_at=1000.0), 1005.0)  # delivered 5 s late
+    (view,) = tracker.pending(1005.0)
+    assert view.ref.accepted_at == pytest.approx(1000.002)

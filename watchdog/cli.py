@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
         help="silence allowed while a tool runs (default 1800s)",
     )
     run.add_argument(
+        "--turn-start-timeout",
+        metavar="DURATION",
+        help="a message that starts no turn this long was sent with noReply (default 30s)",
+    )
+    run.add_argument(
         "--liveness-timeout",
         metavar="DURATION",
         help="a stream silent this long is dead and reopened (default 30s)",
@@ -110,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_response_timeout=args.first_response_timeout,
         inactivity_timeout=args.inactivity_timeout,
         tool_timeout=args.tool_timeout,
+        turn_start_timeout=args.turn_start_timeout,
         liveness_timeout=args.liveness_timeout,
         webhooks=args.webhook,
         alertmanagers=args.alertmanager,

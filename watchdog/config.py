@@ -74,6 +74,7 @@ class RawOptions:
     first_response_timeout: str | None = None
     inactivity_timeout: str | None = None
     tool_timeout: str | None = None
+    turn_start_timeout: str | None = None
     liveness_timeout: str | None = None
     webhooks: list[str] = field(default_factory=list)
     alertmanagers: list[str] = field(default_factory=list)
@@ -88,6 +89,7 @@ _FILE_KEYS = {
     "first_response_timeout",
     "inactivity_timeout",
     "tool_timeout",
+    "turn_start_timeout",
     "liveness_timeout",
     "webhook",
     "alertmanager",
@@ -125,6 +127,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         ),
         inactivity=duration(options.inactivity_timeout, "inactivity_timeout", defaults.inactivity),
         tool=duration(options.tool_timeout, "tool_timeout", defaults.tool),
+        turn_start=duration(options.turn_start_timeout, "turn_start_timeout", defaults.turn_start),
     )
     liveness = duration(options.liveness_timeout, "liveness_timeout", DEFAULT_LIVENESS)
     listen_found = pick(options.listen, "listen")

@@ -260,6 +260,7 @@ class Daemon:
                     first_response_timeout=self.config.timeouts.first_response,
                     inactivity_timeout=self.config.timeouts.inactivity,
                     tool_timeout=self.config.timeouts.tool,
+                    turn_start_timeout=self.config.timeouts.turn_start,
                 )
                 if self.config.liveness_timeout <= HEARTBEAT_INTERVAL:
                     log.warning(
@@ -371,6 +372,7 @@ class Daemon:
             first_response_timeout=fresh.timeouts.first_response,
             inactivity_timeout=fresh.timeouts.inactivity,
             tool_timeout=fresh.timeouts.tool,
+            turn_start_timeout=fresh.timeouts.turn_start,
             webhooks=len(fresh.webhooks),
             alertmanagers=len(fresh.alertmanagers),
         )

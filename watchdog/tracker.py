@@ -222,6 +222,11 @@ class Tracker:
         ]
         return min(deadlines, default=None)
 
+    def observe_clock(self, server_time: float, now: float) -> None:
+        """Note an event the server stamped ``server_time`` and we received at ``now``."""
+        if math.isfinite(server_time):
+            self._arrival_delays.append(now - server_time)
+
     @property
     def clock_offset(self) -> float | None:
         """Our clock minus the server's, plus the smallest delivery delay; None before a sample."""

@@ -11,8 +11,8 @@ import anyio
 import structlog
 
 from watchdog.backoff import Backoff
-from watchdog.decode_v1 import decode_line
-from watchdog.events import Event, Ignored, Malformed, StreamConnected
+from watchdog.decode_v1 import decode_line, event_time
+from watchdog.events import Event, Heartbeat, Ignored, Malformed, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
 from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
@@ -117,6 +117,12 @@ class ServerWatch:
         event = decoded.event
         self._metrics.count_event(self.name, decoded.type)
         self._count(event)
+        if isinstance(event, StreamConnected | Heartbeat):
+            # Every 10 s a sample of the clock offset, so that prompts are timed alike whether
+            # seen live or found over REST, before any prompt has arrived.
+            sent = event_time(decoded.event_id, now)
+            if sent is not None:
+                self.tracker.observe_clock(sent, now)
         if isinstance(event, StreamConnected):
             self._up(now)
             self._connections += 1
@@ -193,6 +199,7 @@ class ServerWatch:
                     "session_id": p.ref.session_id,
                     "message_id": p.ref.message_id,
                     "directory": p.ref.directory,
+                    "accepted_at": p.ref.accepted_at,
                     "state": p.state.value,
                     "age_seconds": round(p.age, 3),
                 }
