@@ -38,10 +38,11 @@ def fake_llm() -> Iterator[FakeLLM]:
 def opencode_server(
     fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OpenCodeServer]:
-    """A started, isolated opencode server wired to fake_llm; stopped at teardown."""
+    """A started, warmed-up, isolated opencode server wired to fake_llm; stopped at teardown."""
     server = OpenCodeServer(tmp_path_factory.mktemp("opencode"), fake_llm.base_url)
     try:
         server.start()
+        server.warm_up()
         yield server
     finally:
         server.close()

@@ -77,6 +77,8 @@ def choose_mode(messages: list[dict[str, Any]]) -> tuple[str, str, str | None, i
         mode = "fail"
     elif "BADREQUEST" in last_user:
         mode = "badrequest"
+    elif "WARMUP" in last_user:
+        mode = "warmup"  # answered like "normal", counted apart so tests' counts stay their own
     elif match := _SLOW_RE.search(last_user):
         mode = "slow"
         if match.group(1):
@@ -266,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream_text(cid, tokens, delay=self.server.slow_interval)
         elif mode == "tool":
             self._tool_call(cid)
+        elif mode == "warmup":
+            self._stream_text(cid, NORMAL_REPLY_TOKENS, delay=0.0)
         elif stream:
             self._stream_text(cid, NORMAL_REPLY_TOKENS, delay=0.02)
         else:

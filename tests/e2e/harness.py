@@ -170,6 +170,7 @@ class OpenCodeServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.last_message_id: str | None = None
         self.startup_seconds: list[float] = []
+        self.warm_reply_seconds: float | None = None
         self._log_file: IO[bytes] | None = None
         # trust_env=False: a developer's HTTP(S)_PROXY must not capture loopback traffic.
         self.client = httpx.Client(
@@ -252,6 +253,23 @@ class OpenCodeServer:
             raise
         self.startup_seconds.append(time.monotonic() - started)
         return self
+
+    def warm_up(self, timeout: float = 120.0) -> float:
+        """Send one prompt and wait for its reply, so that plugin loading is behind us.
+
+        A cold server's first reply takes seconds (more on a busy machine); the second is what
+        tests should budget for. Returns (and keeps) how long the warm-up reply took.
+        """
+        started = time.monotonic()
+        session = self.create_session()
+        self.wait_for_reply(session, self.send_prompt(session, "WARMUP"), timeout=timeout)
+        self.warm_reply_seconds = time.monotonic() - started
+        return self.warm_reply_seconds
+
+    def quick_timeout(self, floor: float = 3.0, factor: float = 6.0) -> float:
+        """A stall timeout short enough for a test, long enough for this server's warm replies."""
+        measured = self.warm_reply_seconds if self.warm_reply_seconds is not None else floor
+        return round(max(floor, factor * measured), 1)
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Poll GET /session until it answers 200; fail early if the process exits."""

@@ -8,8 +8,9 @@ from .conftest import DaemonFactory, Measure
 from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
 
 
-# Generous where nothing may fire (a cold server's first reply takes ~2 s here), short where a
-# stall is the point. The tests assert behaviour, never how fast it happened.
+# Generous where nothing may fire, short where a stall is the point, and never shorter than this
+# server's measured warm reply allows (see eager()). The tests assert behaviour and order, never
+# how fast it happened.
 def timeouts(first: str, inactivity: str, tool: str = "30s") -> tuple[str, ...]:
     """The daemon's three timeout flags."""
     return (
@@ -18,8 +19,15 @@ def timeouts(first: str, inactivity: str, tool: str = "30s") -> tuple[str, ...]:
 
 
 CALM = timeouts("20s", "20s", "60s")
-EAGER = timeouts("3s", "3s")
 SERVER = {"server": "local"}
+OUTCOMES = ("answered", "failed", "aborted", "dropped", "no_reply")
+KINDS = ("no_response", "inactive", "dropped", "failed")
+
+
+def eager(server: OpenCodeServer) -> tuple[str, ...]:
+    """Short first-response and inactivity timeouts, derived from the server's warm reply time."""
+    quick = f"{server.quick_timeout()}s"
+    return timeouts(quick, quick)
 
 
 def watch(
@@ -51,12 +59,12 @@ def counts(daemon: DaemonProcess) -> dict[str, float]:
     result: dict[str, float] = {
         "accepted": daemon.sample("opencode_watchdog_prompts_accepted", SERVER) or 0
     }
-    for outcome in ("answered", "failed", "aborted", "dropped"):
+    for outcome in OUTCOMES:
         labels = {**SERVER, "outcome": outcome}
         result[f"completed:{outcome}"] = (
             daemon.sample("opencode_watchdog_prompts_completed", labels) or 0
         )
-    for kind in ("no_response", "inactive", "dropped"):
+    for kind in KINDS:
         result[f"stall:{kind}"] = (
             daemon.sample("opencode_watchdog_stalls", {**SERVER, "kind": kind}) or 0
         )
@@ -66,8 +74,8 @@ def counts(daemon: DaemonProcess) -> dict[str, float]:
 def expect(**nonzero: float) -> dict[str, float]:
     """The counts dict with every counter zero except those given (``completed_answered=1``)."""
     base = {"accepted": 0.0}
-    base.update({f"completed:{o}": 0.0 for o in ("answered", "failed", "aborted", "dropped")})
-    base.update({f"stall:{k}": 0.0 for k in ("no_response", "inactive", "dropped")})
+    base.update({f"completed:{o}": 0.0 for o in OUTCOMES})
+    base.update({f"stall:{k}": 0.0 for k in KINDS})
     for key, value in nonzero.items():
         base[key.replace("_", ":", 1) if key != "accepted" else key] = value
     return base
@@ -117,7 +125,8 @@ def test_hang_before_output_is_no_response(
     measure: Measure,
 ) -> None:
     """The LLM never answers: one no_response stall, alerted by webhook with ids and waited time."""
-    daemon = watch(daemon_factory, opencode_server, webhook, EAGER)
+    limit = opencode_server.quick_timeout()
+    daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "please HANG")
     body = alert(webhook, "firing", "no_response", message)
@@ -127,8 +136,8 @@ def test_hang_before_output_is_no_response(
     assert body["model"] == "fake-1"
     assert body["directory"] == str(opencode_server.project_dir)
     assert body["retry"] is None
-    assert body["waited_seconds"] >= 3.0
-    measure("no_response reported after its deadline (s)", body["waited_seconds"] - 3.0)
+    assert body["waited_seconds"] >= limit
+    measure("no_response reported after its deadline (s)", body["waited_seconds"] - limit)
     settle(daemon, expect(accepted=1, stall_no_response=1), "the no_response stall")
     assert pending(daemon, "stalled") == 1
     status = daemon.status()["servers"][0]["pending"]
@@ -144,7 +153,7 @@ def test_hang_mid_reply_is_inactive(
     measure: Measure,
 ) -> None:
     """Three tokens, then silence: the reply started, then one inactive stall."""
-    daemon = watch(daemon_factory, opencode_server, webhook, EAGER)
+    daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "HANGMID please")
     body = alert(webhook, "firing", "inactive", message)
@@ -232,7 +241,7 @@ def test_abort_is_aborted_and_resolves_the_stall(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
     """A hung prompt stalls, then the user aborts it: the stall resolves, the prompt is aborted."""
-    daemon = watch(daemon_factory, opencode_server, webhook, EAGER)
+    daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "HANG")
     alert(webhook, "firing", "no_response", message)
@@ -247,19 +256,19 @@ def test_permission_wait_longer_than_the_timeouts_is_no_stall(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
     """A tool waits for a person three times longer than every timeout: blocked, no stall."""
-    daemon = watch(
-        daemon_factory,
-        opencode_server,
-        webhook,
-        timeouts("2s", "2s", "2s"),
-    )
+    quick = opencode_server.quick_timeout(floor=2.0)
+    daemon = watch(daemon_factory, opencode_server, webhook, timeouts(*[f"{quick}s"] * 3))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "run a TOOL please")
     request = opencode_server.wait_for_permission(session)
     daemon.wait_for_sample("opencode_watchdog_prompts_pending", {**SERVER, "state": "blocked"})
     # Stay blocked well past every timeout, checking that nothing fires meanwhile.
     blocked_since = daemon.status()["now"]
-    wait_until(lambda: daemon.status()["now"] - blocked_since > 6 or None, 30, "six seconds")
+    wait_until(
+        lambda: daemon.status()["now"] - blocked_since > 3 * quick or None,
+        6 * quick,
+        "three timeouts",
+    )
     assert counts(daemon) == expect(accepted=1)
     assert pending(daemon, "blocked") == 1
     assert opencode_server.reply_permission(request["id"])
