@@ -6,7 +6,9 @@
 #   .cache/opencode/          opencode-ai@1.18.33 from npm, for the end-to-end tests
 #   promtool, alertmanager    Debian packages, for the rules and Alertmanager tests (needs root)
 #   systemd-analyze           Debian package systemd, for the unit file checks (needs root)
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k tracker`.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k tracker`. Tests run in two
+# pytest-xdist workers (each end-to-end test starts its own server); PYTEST_WORKERS=0 runs them
+# in one process.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -27,7 +29,7 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict" && .venv/bin/mypy
 echo "== pytest"
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1

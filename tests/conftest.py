@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from watchdog.replay import Recorded, read_sse, replay
 from watchdog.tracker import Timeouts, Tracker
@@ -13,6 +17,11 @@ from watchdog.transitions import Transition
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode"
 VERSIONS = ("1.18.33", "1.15.13")
+# What the end-to-end runs measured (e.g. how late after its deadline a stall was reported),
+# printed at the end of the run so CI logs carry the numbers. Tests may run in pytest-xdist
+# workers, so each appends to a file the controller names and reads back; these hooks live here
+# because only the controller's initial conftest sees the start and the end of the run.
+MEASUREMENTS_ENV = "OPENCODE_WATCHDOG_E2E_MEASUREMENTS"
 
 
 def capture(version: str, scenario: str, *, stream: str = "event") -> list[Recorded]:
@@ -44,3 +53,27 @@ async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10
             await anyio.sleep(0.01)
         return
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller picks the measurements file; xdist workers inherit it from the environment."""
+    if MEASUREMENTS_ENV not in os.environ:
+        handle, path = tempfile.mkstemp(prefix="opencode-watchdog-e2e-", suffix=".jsonl")
+        os.close(handle)
+        os.environ[MEASUREMENTS_ENV] = path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the end-to-end tests measured."""
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # an xdist worker: the controller prints
+    path = Path(os.environ.get(MEASUREMENTS_ENV, ""))
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    path.unlink()
+    if not rows:
+        return
+    terminalreporter.section("end-to-end measurements")
+    for row in rows:
+        terminalreporter.write_line(f"{row['what']}: {row['value']:.3f}  ({row['test']})")

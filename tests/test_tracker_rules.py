@@ -298,3 +298,14 @@ def test_heartbeats_time_the_first_prompt_of_a_cold_server() -> None:
     tracker.feed(PromptAdmitted("ses_a", "msg_u", created_at=1000.0), 1005.0)  # delivered 5 s late
     (view,) = tracker.pending(1005.0)
     assert view.ref.accepted_at == pytest.approx(1000.002)
+
+
+def test_idle_read_over_rest_does_not_drop_a_no_reply_message() -> None:
+    """A reconnect's REST read finds the session idle: a message without a turn ends no_reply."""
+    tracker = Tracker("test", SHORT)
+    tracker.feed(PromptAdmitted("ses_a", "msg_n", created_at=100.0), 100.0)
+    snap = SessionSnapshot(
+        "ses_a", SessionRun.IDLE, 102.0, prompts=(PromptSnapshot("msg_n", 100.0),)
+    )
+    out = tracker.feed(snap, 102.0)
+    assert kinds(out) == ["completed:no_reply"]

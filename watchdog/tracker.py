@@ -572,6 +572,11 @@ class Tracker:
     def _drop(
         self, session: _Session, prompt: _Prompt, now: float, out: list[Transition], why: _Why
     ) -> None:
+        if not prompt.turn_started:
+            # Idle, and no turn ever started for it: a noReply message, not a lost prompt.
+            reason = _Why.NO_TURN_STARTED.value
+            self._complete(session, prompt, Outcome.NO_REPLY, now, out, reason=reason)
+            return
         self._resolve(prompt, now, out, outcome=Outcome.DROPPED)
         self._fire(session, prompt, StallKind.DROPPED, now, out, reason=why.value)
         self._complete(session, prompt, Outcome.DROPPED, now, out, reason=why.value)

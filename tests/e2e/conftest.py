@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import MEASUREMENTS_ENV
 
 from .fakellm import FakeLLM
 from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, free_port
 
 DaemonFactory = Callable[..., DaemonProcess]
 Measure = Callable[[str, float], None]
-
-# What the end-to-end runs measured (e.g. how late after its deadline a stall was reported),
-# printed at the end of the run so CI logs carry the numbers.
-_MEASURED: list[tuple[str, str, float]] = []
 
 _E2E_DIR = Path(__file__).parent
 
@@ -89,15 +89,8 @@ def measure(request: pytest.FixtureRequest) -> Measure:
     """Record a number for the end-of-run summary."""
 
     def record(what: str, value: float) -> None:
-        _MEASURED.append((request.node.name, what, value))
+        line = json.dumps({"test": request.node.name, "what": what, "value": value})
+        with Path(os.environ[MEASUREMENTS_ENV]).open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
 
     return record
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print what the end-to-end tests measured."""
-    if not _MEASURED:
-        return
-    terminalreporter.section("end-to-end measurements")
-    for test, what, value in _MEASURED:
-        terminalreporter.write_line(f"{what}: {value:.3f}  ({test})")
