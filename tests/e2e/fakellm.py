@@ -362,7 +362,7 @@ class FakeLLM:
         return len(self.chat_requests(mode))
 
     def wait_for_request(
-        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 30.0
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 120.0
     ) -> RecordedRequest:
         """Return the first recorded request matching predicate, polling up to timeout."""
         deadline = time.monotonic() + timeout

@@ -24,6 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# How long a wait may last before it fails. Generous, because it is only spent when something is
+# wrong, and a loaded 2-core machine answers many times slower than an idle one.
+PATIENCE = 120.0
 OPENCODE_VERSION = "1.18.33"
 DEFAULT_BINARY = REPO_ROOT / ".cache/opencode/node_modules/opencode-linux-x64/bin/opencode"
 SERVER_USERNAME = "opencode"
@@ -472,7 +475,7 @@ class OpenCodeServer:
         ]
 
     def wait_for_reply(
-        self, session_id: str, message_id: str, timeout: float = 30.0
+        self, session_id: str, message_id: str, timeout: float = PATIENCE
     ) -> dict[str, Any]:
         """Wait for a completed assistant reply to message_id that is not a tool-call step."""
 
@@ -489,7 +492,7 @@ class OpenCodeServer:
         self,
         session_id: str,
         status: str,
-        timeout: float = 30.0,
+        timeout: float = PATIENCE,
         directory: str | Path | None = None,
     ) -> dict[str, Any]:
         """Wait until /session/status shows the session as busy/retry (or idle = absent)."""
@@ -502,7 +505,7 @@ class OpenCodeServer:
 
         return self.wait_until(matches, timeout, f"session {session_id} status {status!r}")
 
-    def wait_for_permission(self, session_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_for_permission(self, session_id: str, timeout: float = PATIENCE) -> dict[str, Any]:
         """Wait until a permission request for the session is pending; returns it."""
 
         def pending() -> dict[str, Any] | None:
@@ -614,7 +617,10 @@ class WebhookReceiver:
         return [r.body for r in self.requests if r.status < 300]
 
     def wait_for(
-        self, predicate: Callable[[Any], bool], timeout: float = 30.0, accepted_only: bool = True
+        self,
+        predicate: Callable[[Any], bool],
+        timeout: float = PATIENCE,
+        accepted_only: bool = True,
     ) -> Any:
         """First body matching predicate, of an accepted (2xx) request unless told otherwise."""
 
@@ -755,7 +761,7 @@ class DaemonProcess:
         """GET a path on the daemon's listen address."""
         return self.http.get(self.base_url + path)
 
-    def wait_listening(self, timeout: float = 30.0) -> None:
+    def wait_listening(self, timeout: float = PATIENCE) -> None:
         """Wait until /metrics answers 200; fail early if the daemon exits."""
 
         def up() -> bool:
@@ -803,7 +809,7 @@ class DaemonProcess:
         name: str,
         labels: Mapping[str, str] | None = None,
         predicate: Callable[[float], bool] = lambda v: v >= 1,
-        timeout: float = 30.0,
+        timeout: float = PATIENCE,
     ) -> float:
         """Wait until the sample exists and satisfies predicate; returns its value."""
         last: list[float | None] = [None]
@@ -825,7 +831,7 @@ class DaemonProcess:
         return [r for r in records if event is None or r.get("event") == event]
 
     def wait_for_log(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = PATIENCE
     ) -> dict[str, Any]:
         """Return the first JSON log record matching predicate, polling up to timeout."""
 

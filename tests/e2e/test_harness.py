@@ -12,7 +12,7 @@ import httpx
 
 from .conftest import DaemonFactory
 from .fakellm import NORMAL_REPLY, TITLE_PREFIX, FakeLLM
-from .harness import OpenCodeServer, WebhookReceiver, opencode_id, wait_until
+from .harness import PATIENCE, OpenCodeServer, WebhookReceiver, opencode_id, wait_until
 
 
 def _text_parts(message: dict[str, Any]) -> list[str]:
@@ -26,7 +26,7 @@ def test_normal_prompt_gets_a_stop_reply(
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "hello")
 
-    reply = opencode_server.wait_for_reply(sid, mid, timeout=30)
+    reply = opencode_server.wait_for_reply(sid, mid, timeout=PATIENCE)
 
     assert reply["finish"] == "stop"
     answered = [m for m in opencode_server.messages(sid) if m["info"]["id"] == reply["id"]]
@@ -40,7 +40,7 @@ def test_hang_leaves_session_busy_with_incomplete_reply(
     """While the LLM sends nothing, the session stays busy and its reply has no time.completed."""
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "please HANG")
-    fake_llm.wait_for_request(lambda r: r.mode == "hang", timeout=30)
+    fake_llm.wait_for_request(lambda r: r.mode == "hang", timeout=PATIENCE)
 
     status = opencode_server.wait_for_status(sid, "busy", timeout=10)
     replies = opencode_server.wait_until(
@@ -69,7 +69,7 @@ def test_failing_llm_puts_session_in_retry(
     sid = opencode_server.create_session()
     opencode_server.send_prompt(sid, "please FAIL")
 
-    status = opencode_server.wait_for_status(sid, "retry", timeout=30)
+    status = opencode_server.wait_for_status(sid, "retry", timeout=PATIENCE)
 
     assert status["message"] == "upstream exploded"
     assert status["attempt"] >= 1
@@ -82,7 +82,7 @@ def test_repeated_message_id_after_reply_does_not_reach_llm(
     """Re-sending an answered messageID is accepted (204) but triggers no LLM request or reply."""
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "hello")
-    opencode_server.wait_for_reply(sid, mid, timeout=30)
+    opencode_server.wait_for_reply(sid, mid, timeout=PATIENCE)
     opencode_server.wait_for_status(sid, "idle", timeout=10)
     before = fake_llm.request_count()
 
@@ -93,7 +93,9 @@ def test_repeated_message_id_after_reply_does_not_reach_llm(
         stored = len(_text_parts(user[0])) == 2
         return stored and sid not in opencode_server.session_status()
 
-    opencode_server.wait_until(second_part_stored_and_idle, 15, "the repeated prompt to settle")
+    opencode_server.wait_until(
+        second_part_stored_and_idle, PATIENCE, "the repeated prompt to settle"
+    )
     assert fake_llm.request_count() == before
     assert len(opencode_server.assistant_replies(sid, mid)) == 1
 
@@ -105,12 +107,12 @@ def test_tool_prompt_waits_for_permission_then_answers(
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "run a TOOL please")
 
-    request = opencode_server.wait_for_permission(sid, timeout=30)
+    request = opencode_server.wait_for_permission(sid, timeout=PATIENCE)
     assert request["permission"] == "bash"
     assert opencode_server.session_status().get(sid) == {"type": "busy"}
     assert opencode_server.reply_permission(request["id"], "once") is True
 
-    reply = opencode_server.wait_for_reply(sid, mid, timeout=30)
+    reply = opencode_server.wait_for_reply(sid, mid, timeout=PATIENCE)
     assert reply["finish"] == "stop"
     finishes = [r.get("finish") for r in opencode_server.assistant_replies(sid, mid)]
     assert finishes == ["tool-calls", "stop"]
@@ -123,7 +125,7 @@ def test_restart_keeps_port_and_leaves_interrupted_reply_incomplete(
     """After SIGKILL and restart on the same port, status is empty and the reply never completes."""
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "please HANG")
-    fake_llm.wait_for_request(lambda r: r.mode == "hang", timeout=30)
+    fake_llm.wait_for_request(lambda r: r.mode == "hang", timeout=PATIENCE)
     old_pid, port = opencode_server.pid, opencode_server.port
 
     assert opencode_server.kill9() == -signal.SIGKILL
@@ -260,7 +262,7 @@ def test_fake_llm_hangs_end_when_the_fake_stops() -> None:
                 "POST",
                 f"{llm.base_url}/chat/completions",
                 json={"stream": True, "messages": [{"role": "user", "content": word}]},
-                timeout=30,
+                timeout=PATIENCE,
                 trust_env=False,
             ) as response:
                 for piece in response.iter_text():
@@ -275,7 +277,7 @@ def test_fake_llm_hangs_end_when_the_fake_stops() -> None:
     for t in threads:
         t.start()
     llm.wait_for_request(lambda r: r.mode == "hang", timeout=5)
-    wait_until(lambda: chunks("HANGMID") == 4, 5, "the role chunk and 3 HANGMID tokens")
+    wait_until(lambda: chunks("HANGMID") == 4, PATIENCE, "the role chunk and 3 HANGMID tokens")
     llm.stop()
     for t in threads:
         t.join(timeout=10)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import DaemonFactory
-from .harness import OpenCodeServer, WebhookReceiver, opencode_id, wait_until
+from .harness import PATIENCE, OpenCodeServer, WebhookReceiver, opencode_id, wait_until
 from .test_scenarios import CALM, SERVER, alert, eager, expect, settle, timeouts, watch
 
 
@@ -177,8 +177,8 @@ def test_live_and_recovered_prompts_agree_on_their_acceptance_time(
                 return float(p["accepted_at"])
         return None
 
-    seen = wait_until(lambda: accepted_at(live), 30, "the live prompt in /status")
-    found = wait_until(lambda: accepted_at(recovered), 30, "the recovered prompt in /status")
+    seen = wait_until(lambda: accepted_at(live), PATIENCE, "the live prompt in /status")
+    found = wait_until(lambda: accepted_at(recovered), PATIENCE, "the recovered prompt in /status")
     created = opencode_server.messages(session)[0]["info"]["time"]["created"] / 1000
     # Same host, one clock: both are time.created plus the few milliseconds of the offset estimate.
     assert abs(seen - found) < 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .conftest import DaemonFactory, Measure
-from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
+from .harness import PATIENCE, DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
 
 
 # Generous where nothing may fire, short where a stall is the point, and never shorter than this
@@ -88,7 +88,7 @@ def pending(daemon: DaemonProcess, state: str) -> float:
 def settle(daemon: DaemonProcess, want: dict[str, float], what: str) -> None:
     wait_until(
         lambda: counts(daemon) == want or None,
-        30,
+        PATIENCE,
         what,
         0.2,
         lambda: f"counts: {counts(daemon)}\n{daemon.output_tail()}",
