@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.log import LogSink
 from watchdog.sinks.webhook import WebhookSink
 from watchdog.source import EventSource, ServerApi
+from watchdog.supervise import supervise
 from watchdog.tracker import Tracker
 from watchdog.transitions import Transition
 from watchdog.watch import ServerWatch, StreamState
@@ -71,13 +72,21 @@ class Timers:
         while True:
             self.last_turn = time.monotonic()
             now = self._clock()
+            failed = False
             for watch in self._watches:
-                self._dispatch(watch.tracker.tick(now))
+                try:
+                    self._dispatch(watch.tracker.tick(now))
+                except Exception:
+                    # Our bug, in one server's tracker: the other servers' timers still fire.
+                    log.exception("timers.tick_failed", server=watch.name)
+                    failed = True
             self._scheduled = min(
                 (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
                 default=math.inf,
             )
             delay = min(MAX_TIMER_SLEEP, max(0.0, self._scheduled - self._clock()))
+            if failed:
+                delay = max(delay, 1.0)  # its deadline stays past: do not spin on it
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             self._wake = anyio.Event()
@@ -270,7 +279,7 @@ class Daemon:
                 tg.start_soon(self._deliver, self.alerting)
                 for watch in self.watches:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
-                tg.start_soon(self.timers.run)
+                tg.start_soon(self._supervised, "timers", self.timers.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
                 tg.start_soon(self._systemd)
                 task_status.started(port)
@@ -284,19 +293,26 @@ class Daemon:
                 await self._sink_client.aclose()
                 log.info("daemon.stopped")
 
+    async def _supervised(
+        self, task: str, run: Callable[[], Awaitable[None]], server: str = ""
+    ) -> None:
+        """Run ``run``, restarted with backoff whenever it dies unexpectedly (logged, counted)."""
+        restarts = self.metrics.task_restarts.labels(task=task, server=server)
+        await supervise(task, run, on_crash=restarts.inc, server=server or None)
+
     async def _follow(self, watch: ServerWatch, follower: _Follower) -> None:
         with follower.scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch.follow)
-                tg.start_soon(watch.reconcile_forever)
+                tg.start_soon(self._supervised, "stream", watch.follow, watch.name)
+                tg.start_soon(self._supervised, "reconcile", watch.reconcile_forever, watch.name)
 
     async def _deliver(self, alerting: _Alerting) -> None:
         with alerting.scope:
             async with anyio.create_task_group() as tg:
                 for outbox in alerting.outboxes:
-                    tg.start_soon(outbox.run)
+                    tg.start_soon(self._supervised, "delivery", outbox.run)
                 if alerting.alertmanager is not None:
-                    tg.start_soon(alerting.alertmanager.run)
+                    tg.start_soon(self._supervised, "alertmanager", alerting.alertmanager.run)
 
     async def _retire(self, alerting: _Alerting) -> None:
         """Stop what a reload replaced: letters already queued get the shutdown grace."""

@@ -89,6 +89,10 @@ class Outbox:
             async for letter in self._receive:
                 try:
                     await self._deliver(letter)
+                except Exception:
+                    # Our bug, not the receiver's: lose this letter, keep the queue going.
+                    self._count("failed")
+                    log.exception("alert.failed", sink=self.sink, to=self.where, what=letter.what)
                 finally:
                     self.in_flight -= 1
                     if not self.in_flight:

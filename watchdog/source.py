@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from watchdog.decode_v1 import parse_json
+
 GLOBAL_PATH = "/global/event"
 DIRECTORY_PATH = "/event"
 
@@ -72,10 +74,18 @@ class EventSource:
                 yield chunks
         except _NotFoundError:
             if self.path is not StreamPath.GLOBAL:
-                raise ProtocolError(f"{self._base}{self.path} answered 404") from None
+                self.path = StreamPath.GLOBAL  # a fixed proxy or base URL is found next time
+                raise ProtocolError(f"{self._base}{DIRECTORY_PATH} answered 404") from None
             self.path = StreamPath.DIRECTORY
-            async with self._open(self.path) as chunks:
-                yield chunks
+            try:
+                async with self._open(self.path) as chunks:
+                    yield chunks
+            except _NotFoundError:
+                self.path = StreamPath.GLOBAL
+                raise ProtocolError(
+                    f"{self._base}: both {GLOBAL_PATH} and {DIRECTORY_PATH} answered 404"
+                    " (check the server URL and any proxy in front of it)"
+                ) from None
 
     @asynccontextmanager
     async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Chunk]]:
@@ -134,7 +144,7 @@ class ServerApi:
         if response.status_code != 200:
             raise ProtocolError(f"{url} answered HTTP {response.status_code}")
         try:
-            return response.json()
+            return parse_json(response.content)
         except ValueError:
             raise ProtocolError(f"{url} answered something that is not JSON") from None
 
