@@ -34,8 +34,9 @@ def head(status: int, headers: dict[str, str] | None = None) -> bytes:
 
 
 SSE_HEAD = head(200, {"content-type": "text/event-stream"})
-CONNECTED = b'data: {"type":"server.connected","properties":{}}\n\n'
-HEARTBEAT = b'data: {"type":"server.heartbeat","properties":{}}\n\n'
+# As `/global/event` sends them: every payload wrapped with its directory.
+CONNECTED = b'data: {"directory":"/w","payload":{"type":"server.connected","properties":{}}}\n\n'
+HEARTBEAT = b'data: {"directory":"/w","payload":{"type":"server.heartbeat","properties":{}}}\n\n'
 
 
 async def answer_json(stream: SocketStream, body: bytes, status: int = 200) -> None:

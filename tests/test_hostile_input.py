@@ -13,7 +13,7 @@ from anyio.abc import SocketStream
 from structlog.testing import capture_logs
 
 from tests.conftest import wait_for
-from tests.hostile import CONNECTED, SSE_HEAD, Request, answer_json, head, hostile_server
+from tests.hostile import SSE_HEAD, Request, answer_json, head, hostile_server
 from tests.test_daemon import FAST, SSE, daemon_for, frames, hold_open, sample
 from watchdog.alert import document
 from watchdog.config import Config, ServerConfig
@@ -169,7 +169,7 @@ async def test_hostile_events_on_a_real_socket_are_counted_and_the_stream_surviv
         if request.path != "/event":
             await stream.send(head(404, {"content-length": "0"}))
             return
-        await stream.send(SSE_HEAD + CONNECTED)
+        await stream.send(SSE_HEAD + b'data: {"type":"server.connected","properties":{}}\n\n')
         for line in lines:
             await stream.send(f"data: {line}\n\n".encode())
         await stream.send(b'data: {"type":"server.heartbeat","properties":{}}\n\n')

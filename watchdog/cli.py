@@ -77,6 +77,21 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file holding the server password (else $OPENCODE_SERVER_PASSWORD)",
     )
+    run.add_argument(
+        "--headers-timeout",
+        metavar="DURATION",
+        help="wait this long for a stream's response headers before retrying (default 10s)",
+    )
+    run.add_argument(
+        "--max-event-bytes",
+        metavar="SIZE",
+        help="larger stream events are skipped and counted (default 1MiB)",
+    )
+    run.add_argument(
+        "--max-body-bytes",
+        metavar="SIZE",
+        help="larger REST answers are skipped and counted (default 16MiB)",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -117,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         config=args.config,
+        max_event_bytes=args.max_event_bytes,
+        max_body_bytes=args.max_body_bytes,
+        headers_timeout=args.headers_timeout,
     )
     try:
         config = load(options, environ)

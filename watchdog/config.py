@@ -28,6 +28,26 @@ DEFAULT_LIVENESS = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "k": 1024,
+    "K": 1024,
+    "KB": 1000,
+    "MiB": 1024**2,
+    "M": 1024**2,
+    "MB": 1000**2,
+    "GiB": 1024**3,
+    "G": 1024**3,
+    "GB": 1000**3,
+}
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+# A booting OpenCode answers REST within seconds; waiting the whole liveness window for the
+# stream's headers only delays the reconnect.
+DEFAULT_HEADERS_TIMEOUT = 10.0
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -63,6 +83,9 @@ class Config:
     alertmanagers: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    headers_timeout: float = DEFAULT_HEADERS_TIMEOUT
 
 
 @dataclass(slots=True)
@@ -81,9 +104,15 @@ class RawOptions:
     log_format: str | None = None
     log_level: str | None = None
     config: str | None = None
+    max_event_bytes: str | None = None
+    max_body_bytes: str | None = None
+    headers_timeout: str | None = None
 
 
 _FILE_KEYS = {
+    "headers_timeout",
+    "max_event_bytes",
+    "max_body_bytes",
     "listen",
     "first_response_timeout",
     "inactivity_timeout",
@@ -127,11 +156,14 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         tool=duration(options.tool_timeout, "tool_timeout", defaults.tool),
     )
     liveness = duration(options.liveness_timeout, "liveness_timeout", DEFAULT_LIVENESS)
+    headers_timeout = duration(options.headers_timeout, "headers_timeout", DEFAULT_HEADERS_TIMEOUT)
     listen_found = pick(options.listen, "listen")
     host, port = parse_listen(*(listen_found or ("--listen", DEFAULT_LISTEN)))
     log_format = _choice(pick(options.log_format, "log_format"), LOG_FORMATS, "auto")
     log_level = _choice(pick(options.log_level, "log_level"), LOG_LEVELS, "info")
 
+    event_cap = pick(options.max_event_bytes, "max_event_bytes")
+    body_cap = pick(options.max_body_bytes, "max_body_bytes")
     password_file = pick(options.password_file, "password_file")
     default_password = read_secret(*password_file) if password_file else _default_password(environ)
     default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
@@ -146,7 +178,25 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
         log_format=log_format,
         log_level=log_level,
+        max_event_bytes=parse_size(*event_cap) if event_cap else DEFAULT_MAX_EVENT_BYTES,
+        max_body_bytes=parse_size(*body_cap) if body_cap else DEFAULT_MAX_BODY_BYTES,
+        headers_timeout=headers_timeout,
     )
+
+
+def parse_size(option: str, value: object) -> int:
+    """Bytes from ``1048576``, ``"1MiB"``, ``"512KiB"``, ``"16M"``; from 1 KiB to 1 GiB."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size is None or not 1024 <= size <= 1024**3:
+        raise ConfigError(
+            option,
+            f"expected a size from 1KiB to 1GiB such as 1048576, 512KiB or 1MiB, got {value!r}",
+        )
+    return size
 
 
 def parse_duration(option: str, value: object) -> float:

@@ -159,16 +159,28 @@ class Daemon:
         )
         self._followers[server.name] = _Follower(server, liveness, client)
         self.metrics.register_server(server.name)
+        too_large = self.metrics.oversized.labels(server=server.name, what="answer")
         return ServerWatch(
             server.name,
             server.url,
-            EventSource(client, server.url),
+            EventSource(
+                client,
+                server.url,
+                max_event_bytes=self.config.max_event_bytes,
+                headers_timeout=self.config.headers_timeout,
+            ),
             tracker,
-            api=ServerApi(client, server.url),
+            api=ServerApi(
+                client,
+                server.url,
+                max_body_bytes=self.config.max_body_bytes,
+                on_too_large=too_large.inc,
+            ),
             metrics=self.metrics,
             dispatch=self.dispatch,
             reschedule=self.timers_poke,
             clock=self.clock,
+            liveness=liveness,
         )
 
     def _alerting(self, config: Config) -> _Alerting:
@@ -229,7 +241,11 @@ class Daemon:
             live = w.status.state is StreamState.UP and fresh
             ok = ok and live
             servers[w.name] = {"state": w.status.state.value, "live": live}
-            if not live:
+            if w.status.state is StreamState.CONNECTING:
+                servers[w.name]["reason"] = "connecting"
+                if w.status.last_error:
+                    servers[w.name]["previous_error"] = w.status.last_error
+            elif not live:
                 servers[w.name]["reason"] = w.status.last_error or (
                     "no event within the liveness window"
                     if w.status.state is StreamState.UP
