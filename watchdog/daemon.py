@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from watchdog import __version__
 from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
+from watchdog.logs import report_suppressed
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
 from watchdog.sdnotify import Notifier
@@ -40,6 +41,7 @@ SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
 DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped")
 # OpenCode sends a heartbeat every 10 s: a shorter liveness window reopens healthy streams.
 HEARTBEAT_INTERVAL = 10.0
+LOG_SUMMARY_INTERVAL = 10.0  # how often "N more like this" summaries are written
 
 
 class Timers:
@@ -297,6 +299,7 @@ class Daemon:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
                 tg.start_soon(self._supervised, "timers", self.timers.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self._report_suppressed_logs)
                 tg.start_soon(self._systemd)
                 task_status.started(port)
         finally:
@@ -307,6 +310,7 @@ class Daemon:
                 for follower in self._followers.values():
                     await follower.client.aclose()
                 await self._sink_client.aclose()
+                report_suppressed(everything=True)
                 log.info("daemon.stopped")
 
     async def _supervised(
@@ -336,6 +340,13 @@ class Daemon:
             for outbox in alerting.outboxes:
                 await outbox.drain(SHUTDOWN_GRACE)
         alerting.scope.cancel()
+
+    @staticmethod
+    async def _report_suppressed_logs() -> None:
+        """Summarise rate-limited log lines even when the flood has stopped."""
+        while True:
+            await anyio.sleep(LOG_SUMMARY_INTERVAL)
+            report_suppressed()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
