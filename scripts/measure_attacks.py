@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 import httpx
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +40,7 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-async def endless_line(request: Request, stream: SocketStream) -> None:
+async def endless_line(request: Request, stream: ByteStream) -> None:
     if request.path != "/global/event":
         await answer_json(stream, b"[]")
         return
@@ -51,7 +51,7 @@ async def endless_line(request: Request, stream: SocketStream) -> None:
         await anyio.sleep(0.006)
 
 
-async def big_event(request: Request, stream: SocketStream) -> None:
+async def big_event(request: Request, stream: ByteStream) -> None:
     if request.path != "/global/event":
         await answer_json(stream, b"[]")
         return
@@ -65,7 +65,7 @@ async def big_event(request: Request, stream: SocketStream) -> None:
         await anyio.sleep(1)
 
 
-async def big_answer(request: Request, stream: SocketStream) -> None:
+async def big_answer(request: Request, stream: ByteStream) -> None:
     if request.path == "/global/event":
         await stream.send(SSE_HEAD + CONNECTED)
         while True:
@@ -77,7 +77,7 @@ async def big_answer(request: Request, stream: SocketStream) -> None:
     await answer_json(stream, b"[]")
 
 
-async def malformed(request: Request, stream: SocketStream) -> None:
+async def malformed(request: Request, stream: ByteStream) -> None:
     if request.path != "/global/event":
         await answer_json(stream, b"[]")
         return
@@ -89,7 +89,7 @@ async def malformed(request: Request, stream: SocketStream) -> None:
         await stream.send(HEARTBEAT)
 
 
-async def idle(request: Request, stream: SocketStream) -> None:
+async def idle(request: Request, stream: ByteStream) -> None:
     if request.path != "/global/event":
         await answer_json(stream, b"[]")
         return

@@ -6,12 +6,14 @@ headers that never come), so the attacks of issue 9 go through this real TCP ser
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import ByteStream, Listener, SocketAttribute
+from anyio.streams.tls import TLSListener
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class Request:
     target: str
 
 
-Handler = Callable[[Request, SocketStream], Awaitable[None]]
+Handler = Callable[[Request, ByteStream], Awaitable[None]]
 
 
 def head(status: int, headers: dict[str, str] | None = None) -> bytes:
@@ -39,13 +41,13 @@ CONNECTED = b'data: {"directory":"/w","payload":{"type":"server.connected","prop
 HEARTBEAT = b'data: {"directory":"/w","payload":{"type":"server.heartbeat","properties":{}}}\n\n'
 
 
-async def answer_json(stream: SocketStream, body: bytes, status: int = 200) -> None:
+async def answer_json(stream: ByteStream, body: bytes, status: int = 200) -> None:
     """A complete JSON answer."""
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     await stream.send(head(status, headers) + body)
 
 
-async def _read_request(stream: SocketStream) -> Request | None:
+async def _read_request(stream: ByteStream) -> Request | None:
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         try:
@@ -59,24 +61,31 @@ async def _read_request(stream: SocketStream) -> Request | None:
 
 
 @asynccontextmanager
-async def hostile_server(handler: Handler) -> AsyncIterator[str]:
-    """Serve ``handler`` on 127.0.0.1 (one request per connection); yields the base URL."""
+async def hostile_server(
+    handler: Handler, *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (one request per connection), over TLS when given a server
+    context; yields the base URL."""
 
-    async def serve_one(stream: SocketStream) -> None:
+    async def serve_one(stream: ByteStream) -> None:
         async with stream:
             request = await _read_request(stream)
             if request is None:
                 return
             try:
                 await handler(request, stream)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
                 return  # the watchdog hung up, as it should on a hostile stream
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(SocketAttribute.local_port)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = tcp.extra(SocketAttribute.local_port)
+    listener: Listener[ByteStream] = tcp
+    if tls is not None:
+        # A failed handshake (the client refused our certificate) ends that connection only.
+        listener = TLSListener(tcp, tls, standard_compatible=False)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, serve_one)
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         finally:
             tg.cancel_scope.cancel()

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 from structlog.testing import capture_logs
 
 from tests.conftest import wait_for
@@ -36,7 +36,7 @@ async def test_both_stream_paths_404_mark_the_stream_down_and_retry() -> None:
     reason, retried; the daemon keeps running."""
     paths: list[str] = []
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         paths.append(request.path)
         await stream.send(head(404, {"content-length": "0"}))
 
@@ -165,7 +165,7 @@ async def test_hostile_events_on_a_real_socket_are_counted_and_the_stream_surviv
         admission % "-1e300",
     ]
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         if request.path != "/event":
             await stream.send(head(404, {"content-length": "0"}))
             return
@@ -199,7 +199,7 @@ async def test_hostile_events_on_a_real_socket_are_counted_and_the_stream_surviv
 async def test_rest_answer_nested_too_deeply_is_a_protocol_error() -> None:
     """A REST answer nested 100 000 deep is refused as not JSON (a StreamError), not a crash."""
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         await answer_json(stream, b"[" * 100_000 + b"]" * 100_000)
 
     async with hostile_server(handler) as url, httpx.AsyncClient() as client:

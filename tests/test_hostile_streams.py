@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 from structlog.testing import capture_logs
 
 from tests.conftest import wait_for
@@ -33,7 +33,7 @@ def daemon_at(url: str, **config: object) -> Daemon:
     return Daemon(Config(**settings))  # type: ignore[arg-type]
 
 
-async def not_found(stream: SocketStream) -> None:
+async def not_found(stream: ByteStream) -> None:
     await stream.send(head(404, {"content-length": "0"}))
 
 
@@ -42,7 +42,7 @@ async def test_a_line_that_never_ends_is_dead_air_for_liveness() -> None:
     (with a reason) and it is reopened; the bytes are not kept."""
     connections = 0
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         nonlocal connections
         if request.path != "/global/event":
             await not_found(stream)
@@ -67,7 +67,7 @@ async def test_a_line_that_never_ends_is_dead_air_for_liveness() -> None:
 async def test_an_event_over_the_cap_is_skipped_and_counted_and_the_stream_goes_on() -> None:
     """A 5 MB event (cap 64 KiB) is skipped, counted and logged; the heartbeat after it counts."""
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         if request.path != "/global/event":
             await not_found(stream)
             return
@@ -107,7 +107,7 @@ async def test_a_rest_answer_over_the_cap_is_refused_before_it_is_read() -> None
     counted; the reading stops at the cap."""
     sent = 0
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         nonlocal sent
         if request.path == "/declared":
             await answer_json(stream, b"[" + b"0," * 1_000_000 + b"0]")
@@ -133,7 +133,7 @@ async def test_a_rest_answer_over_the_cap_is_refused_before_it_is_read() -> None
 async def test_reconcile_skips_a_huge_answer_and_counts_it() -> None:
     """After connecting, a huge `/session/status` is skipped and counted; the daemon goes on."""
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         if request.path == "/global/event":
             await stream.send(SSE_HEAD + CONNECTED)
             await anyio.sleep_forever()
@@ -161,7 +161,7 @@ async def test_headers_that_never_come_time_out_and_show_connecting() -> None:
     headers timeout, not the liveness window; meanwhile /healthz and /status say connecting."""
     connections = 0
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         nonlocal connections
         if request.path != "/global/event":
             await answer_json(stream, b"[]")

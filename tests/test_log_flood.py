@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 import structlog
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 from tests.conftest import wait_for
 from tests.hostile import CONNECTED, HEARTBEAT, SSE_HEAD, Request, answer_json, hostile_server
@@ -110,7 +110,7 @@ async def test_5000_malformed_lines_from_a_server_log_a_few_lines_and_count_all(
     """Through the daemon: 5 000 malformed lines are all counted in the metric, while the log gets
     the first five and, at shutdown, one summary."""
 
-    async def handler(request: Request, stream: SocketStream) -> None:
+    async def handler(request: Request, stream: ByteStream) -> None:
         if request.path != "/global/event":
             await answer_json(stream, b"[]")
             return

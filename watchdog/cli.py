@@ -83,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
         help="wait this long for a stream's response headers before retrying (default 10s)",
     )
     run.add_argument(
+        "--shutdown-grace",
+        metavar="DURATION",
+        help="on SIGTERM, queued alerts get this long to be delivered (default 5s)",
+    )
+    run.add_argument(
         "--max-event-bytes",
         metavar="SIZE",
         help="larger stream events are skipped and counted (default 1MiB)",
@@ -135,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_event_bytes=args.max_event_bytes,
         max_body_bytes=args.max_body_bytes,
         headers_timeout=args.headers_timeout,
+        shutdown_grace=args.shutdown_grace,
     )
     try:
         config = load(options, environ)

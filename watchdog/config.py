@@ -47,6 +47,8 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 # A booting OpenCode answers REST within seconds; waiting the whole liveness window for the
 # stream's headers only delays the reconnect.
 DEFAULT_HEADERS_TIMEOUT = 10.0
+# On SIGTERM, queued alerts get this long to go out; systemd's TimeoutStopSec must be longer.
+DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -86,6 +88,7 @@ class Config:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     headers_timeout: float = DEFAULT_HEADERS_TIMEOUT
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 @dataclass(slots=True)
@@ -107,9 +110,11 @@ class RawOptions:
     max_event_bytes: str | None = None
     max_body_bytes: str | None = None
     headers_timeout: str | None = None
+    shutdown_grace: str | None = None
 
 
 _FILE_KEYS = {
+    "shutdown_grace",
     "headers_timeout",
     "max_event_bytes",
     "max_body_bytes",
@@ -157,6 +162,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
     )
     liveness = duration(options.liveness_timeout, "liveness_timeout", DEFAULT_LIVENESS)
     headers_timeout = duration(options.headers_timeout, "headers_timeout", DEFAULT_HEADERS_TIMEOUT)
+    shutdown_grace = duration(options.shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
     listen_found = pick(options.listen, "listen")
     host, port = parse_listen(*(listen_found or ("--listen", DEFAULT_LISTEN)))
     log_format = _choice(pick(options.log_format, "log_format"), LOG_FORMATS, "auto")
@@ -181,6 +187,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         max_event_bytes=parse_size(*event_cap) if event_cap else DEFAULT_MAX_EVENT_BYTES,
         max_body_bytes=parse_size(*body_cap) if body_cap else DEFAULT_MAX_BODY_BYTES,
         headers_timeout=headers_timeout,
+        shutdown_grace=shutdown_grace,
     )
 
 

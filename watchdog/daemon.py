@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import time
@@ -37,8 +38,8 @@ log = structlog.get_logger("watchdog.daemon")
 # The timer loop wakes at least this often, so the systemd watchdog ping proves it still turns.
 MAX_TIMER_SLEEP = 5.0
 READY_WAIT = 10.0  # report READY even if a server is down: the daemon itself is up
-SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
-DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped")
+RELOAD_GRACE = 0.5  # letters of sinks a reload replaced get this long to go out
+DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped", "undelivered")
 # OpenCode sends a heartbeat every 10 s: a shorter liveness window reopens healthy streams.
 HEARTBEAT_INTERVAL = 10.0
 LOG_SUMMARY_INTERVAL = 10.0  # how often "N more like this" summaries are written
@@ -305,8 +306,7 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 self._notifier.stopping()
-                for outbox in self.alerting.outboxes:
-                    await outbox.drain(SHUTDOWN_GRACE)
+                await self._flush_alerts(self.config.shutdown_grace)
                 for follower in self._followers.values():
                     await follower.client.aclose()
                 await self._sink_client.aclose()
@@ -335,11 +335,39 @@ class Daemon:
                     tg.start_soon(self._supervised, "alertmanager", alerting.alertmanager.run)
 
     async def _retire(self, alerting: _Alerting) -> None:
-        """Stop what a reload replaced: letters already queued get the shutdown grace."""
+        """Stop what a reload replaced: letters already queued get a short grace."""
         with anyio.CancelScope(shield=True):
             for outbox in alerting.outboxes:
-                await outbox.drain(SHUTDOWN_GRACE)
+                await outbox.drain(RELOAD_GRACE)
         alerting.scope.cancel()
+        for outbox in alerting.outboxes:
+            outbox.abandon()
+
+    async def _flush_alerts(self, grace: float) -> None:
+        """Shutdown: deliver what is queued within ``grace`` seconds, then count what was not.
+
+        The delivery tasks were cancelled with everything else; each outbox keeps the letter it
+        was sending, so they are simply run again, in hurry mode, for the grace period.
+        """
+        outboxes = self.alerting.outboxes
+        queued = sum(o.in_flight for o in outboxes)
+        if not queued:
+            return
+        log.info("alerts.flushing", queued=queued, grace_seconds=grace)
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                for outbox in outboxes:
+                    tg.start_soon(outbox.run)
+                for outbox in outboxes:
+                    await outbox.drain(grace)
+                tg.cancel_scope.cancel()
+        undelivered = sum(outbox.abandon() for outbox in outboxes)
+        log.log(
+            logging.ERROR if undelivered else logging.INFO,
+            "alerts.flushed",
+            delivered=queued - undelivered,
+            undelivered=undelivered,
+        )
 
     @staticmethod
     async def _report_suppressed_logs() -> None:

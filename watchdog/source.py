@@ -16,6 +16,7 @@ import anyio.to_thread
 import httpx
 
 from watchdog.decode_v1 import parse_json
+from watchdog.httperrors import failure_cause
 from watchdog.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
 
 GLOBAL_PATH = "/global/event"
@@ -252,7 +253,7 @@ def _translate(exc: httpx.HTTPError, url: str) -> StreamError:
         case httpx.ConnectTimeout():
             return UnreachableError(f"{url}: connect timed out")
         case httpx.ConnectError():
-            return UnreachableError(f"{url}: cannot connect ({_reason(exc)})")
+            return UnreachableError(f"{url}: {failure_cause(exc)}")
         case httpx.RemoteProtocolError():
             return ClosedError(f"{url}: connection broken ({_reason(exc)})")
         case httpx.ReadError() | httpx.NetworkError():
