@@ -8,11 +8,14 @@ Not a test: the numbers depend on the machine. The tests check the behaviour beh
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -99,18 +102,62 @@ async def idle(request: Request, stream: ByteStream) -> None:
         await stream.send(HEARTBEAT)
 
 
+def prompts(count: int) -> bytes:
+    now_ms = int(time.time() * 1000)
+    return b"".join(
+        b'data: {"directory":"/w","payload":{"type":"message.updated","properties":{"info":'
+        b'{"role":"user","sessionID":"ses_%d","id":"msg_%d","time":{"created":%d}}}}}\n\n'
+        % (i, i, now_ms)
+        for i in range(count)
+    )
+
+
+def stalls(count: int) -> Callable[[Request, ByteStream], Awaitable[None]]:
+    async def handler(request: Request, stream: ByteStream) -> None:
+        if request.path != "/global/event":
+            await answer_json(stream, b"[]")
+            return
+        await stream.send(SSE_HEAD + CONNECTED + prompts(count))
+        while True:
+            await anyio.sleep(1)
+            await stream.send(HEARTBEAT)
+
+    return handler
+
+
 ATTACKS = {
     "endless-line": (endless_line, 40.0),
     "big-event": (big_event, 15.0),
     "big-answer": (big_answer, 15.0),
     "malformed": (malformed, 10.0),
     "idle": (idle, 10.0),
+    # 5 000 prompts that stall after 1 s, their alerts posted to a port nobody listens on.
+    "stalls-dead-webhook": (stalls(5000), 20.0),
+    # 200 stalls, then SIGTERM at once: a slow live webhook and a dead one.
+    "sigterm": (stalls(200), 3.0),
 }
+
+
+def dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def slow_webhook(request: Request, stream: ByteStream) -> None:
+    await anyio.sleep(0.05)  # a receiver that takes 50 ms per alert
+    await answer_json(stream, b"{}")
 
 
 async def main(name: str) -> None:
     handler, seconds = ATTACKS[name]
-    async with hostile_server(handler) as url:
+    extra: list[str] = []
+    if name.startswith(("stalls", "sigterm")):
+        extra = ["--first-response-timeout", "1s", "--webhook", f"http://127.0.0.1:{dead_port()}/"]
+    async with hostile_server(handler) as url, hostile_server(slow_webhook) as hook:
+        if name == "sigterm":
+            extra += ["--webhook", hook + "/live", "--shutdown-grace", "5s"]
         port = 19000 + os.getpid() % 1000
         proc = await anyio.open_process(
             [
@@ -122,11 +169,14 @@ async def main(name: str) -> None:
                 f"127.0.0.1:{port}",
                 "--log-format",
                 "json",
+                *extra,
             ],
             stderr=subprocess.STDOUT,
         )
         lines = 0
         tail: list[str] = []
+        by_event: dict[str, int] = {}
+        flushed: list[str] = []
 
         async def count_lines() -> None:
             nonlocal lines
@@ -136,6 +186,12 @@ async def main(name: str) -> None:
                 buffer += data
                 *complete, buffer = buffer.split(b"\n")
                 lines += len(complete)
+                for c in complete:
+                    event = re.search(rb'"event": "([^"]+)"', c)
+                    key = event.group(1).decode() if event else "?"
+                    by_event[key] = by_event.get(key, 0) + 1
+                    if key in ("alerts.flushed", "alert.undelivered", "alerts.flushing"):
+                        flushed.append(c.decode())
                 tail[:] = [c.decode(errors="replace")[:160] for c in complete[-3:]] or tail
 
         async with anyio.create_task_group() as tg:
@@ -160,6 +216,9 @@ async def main(name: str) -> None:
             and "_created" not in line
         ):
             print("  " + line)
+    print("  log lines by event: " + json.dumps(dict(sorted(by_event.items()))))
+    for line in flushed:
+        print("  " + line)
     for line in tail:
         print("  last log: " + line)
 

@@ -97,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="larger REST answers are skipped and counted (default 16MiB)",
     )
+    run.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM CA bundle to verify https servers with (a private CA); per server: ca_file",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -141,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         headers_timeout=args.headers_timeout,
         shutdown_grace=args.shutdown_grace,
+        ca_file=args.ca_file,
     )
     try:
         config = load(options, environ)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +72,7 @@ class ServerConfig:
     url: str
     username: str = DEFAULT_USERNAME
     password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None  # PEM bundle to verify the server's certificate (private CA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class Config:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     headers_timeout: float = DEFAULT_HEADERS_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    # Things worth a warning at start-up that do not stop it (a password file others can read).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -111,9 +116,11 @@ class RawOptions:
     max_body_bytes: str | None = None
     headers_timeout: str | None = None
     shutdown_grace: str | None = None
+    ca_file: str | None = None
 
 
 _FILE_KEYS = {
+    "ca_file",
     "shutdown_grace",
     "headers_timeout",
     "max_event_bytes",
@@ -130,7 +137,7 @@ _FILE_KEYS = {
     "log_level",
     "servers",
 }
-_SERVER_KEYS = {"name", "url", "username", "password_file"}
+_SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file"}
 
 
 def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
@@ -170,10 +177,22 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
 
     event_cap = pick(options.max_event_bytes, "max_event_bytes")
     body_cap = pick(options.max_body_bytes, "max_body_bytes")
+    warnings: list[str] = []
     password_file = pick(options.password_file, "password_file")
-    default_password = read_secret(*password_file) if password_file else _default_password(environ)
+    default_password = (
+        read_secret(*password_file, warnings=warnings)
+        if password_file
+        else _default_password(environ)
+    )
     default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
-    servers = _servers(options, environ, file, config_path, default_username, default_password)
+    ca_found = pick(options.ca_file, "ca_file")
+    default_ca = check_ca_file(*ca_found) if ca_found else None
+    servers = _servers(
+        options, environ, file, config_path, default_username, default_password, warnings
+    )
+    servers = tuple(
+        s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
+    )
     return Config(
         servers=servers,
         listen_host=host,
@@ -188,6 +207,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         max_body_bytes=parse_size(*body_cap) if body_cap else DEFAULT_MAX_BODY_BYTES,
         headers_timeout=headers_timeout,
         shutdown_grace=shutdown_grace,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
 
 
@@ -270,12 +290,31 @@ def default_server_name(url: str) -> str:
     return f"{host}:{port}"
 
 
-def read_secret(option: str, path: object) -> str:
-    """The first line of a password file."""
+def check_ca_file(option: str, path: object) -> str:
+    """A readable PEM bundle of CA certificates; verification stays on, against these CAs."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(option, "expected the path of a PEM file of CA certificates")
     try:
-        text = Path(str(path)).read_text(encoding="utf-8")
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:  # an OSError too: test it first
+        raise ConfigError(option, f"{path} holds no PEM CA certificate") from None
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read CA file {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_secret(option: str, path: object, *, warnings: list[str] | None = None) -> str:
+    """The first line of a password file; a file others may read adds to ``warnings``."""
+    try:
+        file = Path(str(path))
+        text = file.read_text(encoding="utf-8")
+        mode = file.stat().st_mode
     except OSError as exc:
         raise ConfigError(option, f"cannot read password file {path}: {exc.strerror}") from None
+    if mode & stat.S_IROTH and warnings is not None:
+        warnings.append(
+            f"password file {path} is readable by every user; chmod 600 it (or 640 for a group)"
+        )
     secret = text.splitlines()[0].strip() if text.strip() else ""
     if not secret:
         raise ConfigError(option, f"password file {path} is empty")
@@ -298,6 +337,7 @@ def _servers(
     config_path: str | None,
     username: str,
     password: str | None,
+    warnings: list[str],
 ) -> tuple[ServerConfig, ...]:
     result: list[ServerConfig] = []
     if options.servers:
@@ -327,11 +367,14 @@ def _servers(
             if not isinstance(user, str) or not user:
                 raise ConfigError(f"{where}.username", "expected a non-empty string")
             secret = (
-                read_secret(f"{where}.password_file", table["password_file"])
+                read_secret(f"{where}.password_file", table["password_file"], warnings=warnings)
                 if "password_file" in table
                 else password
             )
-            result.append(ServerConfig(name, url, user, secret))
+            ca_file = (
+                check_ca_file(f"{where}.ca_file", table["ca_file"]) if "ca_file" in table else None
+            )
+            result.append(ServerConfig(name, url, user, secret, ca_file))
     else:
         result.append(
             ServerConfig(default_server_name(DEFAULT_SERVER), DEFAULT_SERVER, username, password)
@@ -373,6 +416,14 @@ def _check_sink_url(option: str, url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(option, f"expected an http:// or https:// URL, got {_redact(url)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            option, f"bad port in {_redact(url)!r}: expected a number from 1 to 65535"
+        )
     return url.strip()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -140,6 +141,7 @@ class Daemon:
         self._tg: TaskGroup | None = None
         self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
         self._followers: dict[str, _Follower] = {}
+        self._warned: set[str] = set()
         self.watches: list[ServerWatch] = [
             self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
             for server in config.servers
@@ -157,8 +159,15 @@ class Daemon:
         auth = httpx.BasicAuth(server.username, server.password) if server.password else None
         # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s, so a
         # stream (or a server still booting) that sends nothing for longer is dead.
+        # A private CA adds to nothing and switches nothing off: only these CAs are trusted.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=server.ca_file) if server.ca_file else True
+        )
         client = httpx.AsyncClient(
-            transport=self._transport, auth=auth, timeout=httpx.Timeout(10.0, read=liveness)
+            transport=self._transport,
+            auth=auth,
+            timeout=httpx.Timeout(10.0, read=liveness),
+            verify=verify,
         )
         self._followers[server.name] = _Follower(server, liveness, client)
         self.metrics.register_server(server.name)
@@ -289,6 +298,7 @@ class Daemon:
                     inactivity_timeout=self.config.timeouts.inactivity,
                     tool_timeout=self.config.timeouts.tool,
                 )
+                self._warn_config(self.config)
                 if self.config.liveness_timeout <= HEARTBEAT_INTERVAL:
                     log.warning(
                         "config.liveness_too_short",
@@ -397,6 +407,7 @@ class Daemon:
             log.error("config.reload_failed", error=str(exc))
             return
         tg = self._tg
+        self._warn_config(fresh)
         kept = {w.name: w for w in self.watches}
         watches: list[ServerWatch] = []
         for server in fresh.servers:
@@ -446,6 +457,13 @@ class Daemon:
             alertmanagers=len(fresh.alertmanagers),
         )
         self.timers.poke()
+
+    def _warn_config(self, config: Config) -> None:
+        """Each configuration warning once per process, not again on every reload."""
+        for warning in config.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("config.warning", warning=warning)
 
     def _stop_follower(self, name: str, tg: TaskGroup) -> None:
         follower = self._followers.pop(name)
