@@ -102,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="PEM CA bundle to verify https servers with (a private CA); per server: ca_file",
     )
+    run.add_argument(
+        "--web-config",
+        metavar="FILE",
+        help="TOML with tls_server_config and basic_auth_users for --listen (exporter-toolkit keys)",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -147,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         headers_timeout=args.headers_timeout,
         shutdown_grace=args.shutdown_grace,
         ca_file=args.ca_file,
+        web_config=args.web_config,
     )
     try:
         config = load(options, environ)

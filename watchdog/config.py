@@ -14,10 +14,13 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from watchdog.tracker import Timeouts
+
+if TYPE_CHECKING:
+    from watchdog.webconfig import WebConfig
 
 DEFAULT_SERVER = "http://127.0.0.1:4096"
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -94,6 +97,7 @@ class Config:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     # Things worth a warning at start-up that do not stop it (a password file others can read).
     warnings: tuple[str, ...] = ()
+    web: WebConfig | None = None  # TLS and basic auth for --listen
 
 
 @dataclass(slots=True)
@@ -117,9 +121,12 @@ class RawOptions:
     headers_timeout: str | None = None
     shutdown_grace: str | None = None
     ca_file: str | None = None
+    web_config: str | None = None
 
 
 _FILE_KEYS = {
+    "web_config",
+    "web",
     "ca_file",
     "shutdown_grace",
     "headers_timeout",
@@ -194,6 +201,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
     )
     return Config(
+        web=_web(options, environ, file, config_path),
         servers=servers,
         listen_host=host,
         listen_port=port,
@@ -209,6 +217,31 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         shutdown_grace=shutdown_grace,
         warnings=tuple(dict.fromkeys(warnings)),
     )
+
+
+def _web(
+    options: RawOptions,
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+) -> WebConfig | None:
+    """``--web-config FILE`` (or its variable, or ``web_config`` in the file), else ``[web]``."""
+    from watchdog.webconfig import parse_web_config, read_web_config  # noqa: PLC0415 - it imports this module
+
+    env_key = f"{ENV_PREFIX}WEB_CONFIG"
+    if options.web_config is not None:
+        return read_web_config("--web-config", options.web_config)
+    if environ.get(env_key):
+        return read_web_config(env_key, environ[env_key])
+    if "web_config" in file:
+        if not isinstance(file["web_config"], str):
+            raise ConfigError(f"{config_path}: web_config", "expected a file path")
+        return read_web_config(f"{config_path}: web_config", file["web_config"])
+    if "web" in file:
+        if not isinstance(file["web"], dict):
+            raise ConfigError(f"{config_path}: web", "expected a [web] table")
+        return parse_web_config(f"{config_path}: web", file["web"])
+    return None
 
 
 def parse_size(option: str, value: object) -> int:

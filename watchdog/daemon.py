@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import signal
@@ -148,7 +149,7 @@ class Daemon:
         ]
         self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
-        self.endpoint = Endpoint(self.registry, self.health, self.status)
+        self.endpoint = Endpoint(self.registry, self.health, self.status, web=config.web)
 
     @property
     def sinks(self) -> list[Sink]:
@@ -299,6 +300,7 @@ class Daemon:
                     tool_timeout=self.config.timeouts.tool,
                 )
                 self._warn_config(self.config)
+                self._warn_exposed()
                 if self.config.liveness_timeout <= HEARTBEAT_INTERVAL:
                     log.warning(
                         "config.liveness_too_short",
@@ -457,6 +459,28 @@ class Daemon:
             alertmanagers=len(fresh.alertmanagers),
         )
         self.timers.poke()
+
+    def _warn_exposed(self) -> None:
+        """Off loopback, /status shows session ids and directories to whoever can connect."""
+        host = self.config.listen_host
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        web = self.config.web
+        missing = [
+            name
+            for name, present in (("TLS", web and web.tls), ("basic auth", web and web.users))
+            if not present
+        ]
+        if not loopback and missing:
+            log.warning(
+                "endpoint.exposed",
+                listen=host,
+                missing=missing,
+                reason="listening beyond loopback: /metrics and /status are readable by anyone "
+                "who can connect; give --web-config with tls_server_config and basic_auth_users",
+            )
 
     def _warn_config(self, config: Config) -> None:
         """Each configuration warning once per process, not again on every reload."""
