@@ -99,8 +99,8 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-def wire_time(value: object) -> float | None:
-    """Seconds since the epoch from a wire millisecond value, or None when unusable.
+def wire_ms(value: object) -> float | None:
+    """A wire time in milliseconds since the epoch, or None when unusable.
 
     Unusable: not a number, a bool, NaN, infinite, negative, beyond year 9999, or an integer too
     large for a float (a 400-digit ``created``).
@@ -113,7 +113,7 @@ def wire_time(value: object) -> float | None:
         return None
     if not math.isfinite(ms) or not 0.0 <= ms <= _MAX_MS:
         return None
-    return ms / 1000.0
+    return ms
 
 
 def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
@@ -237,7 +237,7 @@ def _message(info: Mapping[str, Any], directory: str | None) -> Event:
         return PromptAdmitted(
             session_id=session_id,
             message_id=message_id,
-            created_at=_ms(time, "created"),
+            created_at=_ms(time, "created") / 1000.0,
             directory=directory,
         )
     if role != "assistant":
@@ -294,8 +294,8 @@ def _status(session_id: str, status: Mapping[str, Any]) -> Event:
     attempt = status.get("attempt")
     message = status.get("message")
     next_ms = status.get("next")
-    next_at = wire_time(next_ms)
-    if next_ms is not None and next_at is None:
+    next_checked = wire_ms(next_ms)
+    if next_ms is not None and next_checked is None:
         raise _BadFieldError("status.next is not a usable time")
     usable_attempt = (
         isinstance(attempt, int) and not isinstance(attempt, bool) and 0 <= attempt <= _MAX_ATTEMPT
@@ -305,7 +305,7 @@ def _status(session_id: str, status: Mapping[str, Any]) -> Event:
         run=run,
         attempt=attempt if usable_attempt else None,
         retry_message=message[:200] if isinstance(message, str) else None,
-        next_retry_at=next_at,
+        next_retry_at=next_checked / 1000.0 if next_checked is not None else None,
     )
 
 
@@ -329,11 +329,11 @@ def _opt_str(m: Mapping[str, Any], key: str) -> str | None:
 
 
 def _ms(m: Mapping[str, Any], key: str) -> float:
-    """A required wire time, in seconds since the epoch."""
-    seconds = wire_time(m.get(key))
-    if seconds is None:
+    """A required wire time, in milliseconds since the epoch (checked: see ``wire_ms``)."""
+    ms = wire_ms(m.get(key))
+    if ms is None:
         raise _BadFieldError(f"time.{key} is not a usable time")
-    return seconds
+    return ms
 
 
 # -- REST answers (read after (re)connecting) ---------------------------------------------------
@@ -387,7 +387,7 @@ def decode_session_messages(
             message_id = _str(info, "id")
             time = _obj(info, "time")
             if role == "user":
-                prompts[message_id] = PromptSnapshot(message_id, _ms(time, "created"))
+                prompts[message_id] = PromptSnapshot(message_id, _ms(time, "created") / 1000.0)
                 order.append(message_id)
             elif role == "assistant":
                 replies.setdefault(_str(info, "parentID"), []).append(_reply(info, time, parts))
