@@ -61,7 +61,7 @@ async def test_a_line_that_never_ends_is_dead_air_for_liveness() -> None:
                 await wait_for(lambda: connections >= 2, "a reconnect after the endless line")
                 tg.cancel_scope.cancel()
     down = next(e for e in logs if e["event"] == "stream.down")
-    assert "no usable event within 0.5 s" in down["error"]
+    assert "no data within the liveness window of 0.5 s" in down["error"]
 
 
 async def test_an_event_over_the_cap_is_skipped_and_counted_and_the_stream_goes_on() -> None:

@@ -156,7 +156,14 @@ class Daemon:
         """Every sink, in delivery order."""
         return [self.metrics, _LOG_SINK, *self.alerting.sinks]
 
-    def _watch(self, server: ServerConfig, liveness: float, tracker: Tracker) -> ServerWatch:
+    def _watch(
+        self,
+        server: ServerConfig,
+        liveness: float,
+        tracker: Tracker,
+        config: Config | None = None,
+    ) -> ServerWatch:
+        limits = config or self.config  # a reload builds watches before it adopts its config
         auth = httpx.BasicAuth(server.username, server.password) if server.password else None
         # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s, so a
         # stream (or a server still booting) that sends nothing for longer is dead.
@@ -179,14 +186,14 @@ class Daemon:
             EventSource(
                 client,
                 server.url,
-                max_event_bytes=self.config.max_event_bytes,
-                headers_timeout=self.config.headers_timeout,
+                max_event_bytes=limits.max_event_bytes,
+                headers_timeout=limits.headers_timeout,
             ),
             tracker,
             api=ServerApi(
                 client,
                 server.url,
-                max_body_bytes=self.config.max_body_bytes,
+                max_body_bytes=limits.max_body_bytes,
                 on_too_large=too_large.inc,
             ),
             metrics=self.metrics,
@@ -425,7 +432,7 @@ class Daemon:
             if old is not None:
                 self._stop_follower(server.name, tg)
             tracker = old.tracker if old is not None else Tracker(server.name, fresh.timeouts)
-            watch = self._watch(server, fresh.liveness_timeout, tracker)
+            watch = self._watch(server, fresh.liveness_timeout, tracker, fresh)
             watches.append(watch)
             tg.start_soon(self._follow, watch, self._followers[server.name])
         for name, gone in kept.items():

@@ -134,7 +134,10 @@ class ServerWatch:
                     if self.handle(chunk.data, self._clock()) and self._liveness is not None:
                         silence.deadline = anyio.current_time() + self._liveness
         if silence.cancelled_caught:
-            raise SilentError(f"no usable event within {self._liveness:g} s")
+            raise SilentError(
+                f"no data within the liveness window of {self._liveness:g} s"
+                " (no well-formed event arrived)"
+            )
 
     def handle(self, data: str, now: float) -> bool:
         """Decode one event and feed it to the tracker; True when it was well-formed."""
