@@ -102,18 +102,32 @@ async def idle(request: Request, stream: ByteStream) -> None:
         await stream.send(HEARTBEAT)
 
 
+START_MS = int(time.time() * 1000)
+
+
 def prompts(count: int) -> bytes:
-    now_ms = int(time.time() * 1000)
     return b"".join(
         b'data: {"directory":"/w","payload":{"type":"message.updated","properties":{"info":'
         b'{"role":"user","sessionID":"ses_%d","id":"msg_%d","time":{"created":%d}}}}}\n\n'
-        % (i, i, now_ms)
+        % (i, i, START_MS)
         for i in range(count)
     )
 
 
 def stalls(count: int) -> Callable[[Request, ByteStream], Awaitable[None]]:
+    """``count`` prompts that never get a reply; REST agrees (busy sessions, no reply yet)."""
+
     async def handler(request: Request, stream: ByteStream) -> None:
+        if request.path == "/session/status":
+            busy = {f"ses_{i}": {"type": "busy"} for i in range(count)}
+            await answer_json(stream, json.dumps(busy).encode())
+            return
+        if match := re.fullmatch(r"/session/ses_(\d+)/message", request.path):
+            i = int(match.group(1))
+            info = {"role": "user", "id": f"msg_{i}", "sessionID": f"ses_{i}"}
+            body = [{"info": {**info, "time": {"created": START_MS}}, "parts": []}]
+            await answer_json(stream, json.dumps(body).encode())
+            return
         if request.path != "/global/event":
             await answer_json(stream, b"[]")
             return
