@@ -148,8 +148,6 @@ class ServerWatch:
         event = decoded.event
         self._metrics.count_event(self.name, decoded.type)
         self._count(event)
-        if isinstance(event, Malformed):
-            return False
         if isinstance(event, StreamConnected):
             self._up(now)
             self._connections += 1
@@ -158,7 +156,7 @@ class ServerWatch:
         self._dispatch(self.tracker.feed(event, now))
         if self.tracker.deadline_may_be_earlier:
             self._reschedule()
-        return True
+        return not isinstance(event, Malformed)
 
     def _oversized(self, chunk: Oversized) -> None:
         self._metrics.oversized.labels(server=self.name, what="event").inc()
