@@ -20,6 +20,7 @@ from watchdog.metrics import Metrics
 from watchdog.outbox import Letter, Outbox
 from watchdog.source import (
     AuthError,
+    Chunk,
     ClosedError,
     EventSource,
     ProtocolError,
@@ -174,6 +175,7 @@ async def test_source_falls_back_to_event_on_older_servers() -> None:
         with pytest.raises(ClosedError):
             async with source.connect() as chunks:
                 async for chunk in chunks:
+                    assert isinstance(chunk, Chunk)
                     got.append(chunk.data)
     assert paths == ["/global/event", "/event"]
     assert source.path is StreamPath.DIRECTORY

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from tests.conftest import FIXTURES, VERSIONS
-from watchdog.decode_v1 import decode_event, decode_line, event_time
+from watchdog.decode_v1 import (
+    decode_event,
+    decode_line,
+    decode_session_messages,
+    decode_status_map,
+    event_time,
+    parse_json,
+)
 from watchdog.events import (
     HumanAsked,
     Ignored,
@@ -131,7 +138,7 @@ def test_question_asked_blocks_like_a_permission() -> None:
         (
             '{"type": "message.updated", "properties": {"info": {"role": "user", "sessionID": "s",'
             ' "id": "m", "time": {"created": "yesterday"}}}}',
-            "time.created is not a number",
+            "time.created is not a usable time",
         ),
         (
             '{"type": "session.status", "properties": {"sessionID": "s", "status": {"type": "x"}}}',
@@ -175,3 +182,98 @@ def test_event_time_restores_the_epoch_from_an_event_id() -> None:
     assert event_time("msg_nothex", near=1.0) is None
     assert event_time("evt_zzzzzzzzzzzz", near=1.0) is None
     assert event_time(None, near=1.0) is None
+
+
+def _admission(created: str) -> str:
+    return (
+        '{"type": "message.updated", "properties": {"info": {"role": "user", "sessionID": "s",'
+        f' "id": "m", "time": {{"created": {created}}}}}}}}}'
+    )
+
+
+def _retry(next_ms: str) -> str:
+    return (
+        '{"type": "session.status", "properties": {"sessionID": "s", "status":'
+        f' {{"type": "retry", "attempt": 1, "message": "m", "next": {next_ms}}}}}}}'
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"a":' * 100_000 + "1" + "}" * 100_000,
+        _admission("1" + "0" * 400),
+        _admission("NaN"),
+        _admission("Infinity"),
+        _admission("-Infinity"),
+        _admission("1e300"),
+        _admission("-1"),
+        _retry("1" + "0" * 400),
+        _retry("NaN"),
+        _retry("1e300"),
+        _retry("-5"),
+    ],
+    ids=[
+        "nested-list",
+        "nested-object",
+        "400-digit-created",
+        "nan-created",
+        "inf-created",
+        "minus-inf-created",
+        "1e300-created",
+        "negative-created",
+        "400-digit-next",
+        "nan-next",
+        "1e300-next",
+        "negative-next",
+    ],
+)
+def test_hostile_values_are_malformed_not_exceptions(data: str) -> None:
+    """Deep nesting, huge integers and impossible times give Malformed; decode_line never raises."""
+    for scoped in (True, False):
+        line = data if scoped else '{"directory": "/d", "payload": ' + data + "}"
+        decoded = decode_line(line, directory_scoped=scoped)
+        assert decoded is not None
+        assert isinstance(decoded.event, Malformed)
+
+
+def test_usable_times_still_decode_in_seconds() -> None:
+    """The guards keep real millisecond times: 1764067783936 ms is that many seconds / 1000."""
+    decoded = decode_line(_admission("1764067783936"), directory_scoped=True)
+    assert decoded is not None
+    assert isinstance(decoded.event, PromptAdmitted)
+    assert decoded.event.created_at == 1764067783.936
+
+
+def test_snapshot_reading_skips_hostile_messages() -> None:
+    """A REST message list with impossible times skips those messages and keeps the good one."""
+    body = [
+        {"info": {"role": "user", "id": "m1", "time": {"created": 10**400}}, "parts": []},
+        {"info": {"role": "user", "id": "m2", "time": {"created": float("nan")}}, "parts": []},
+        {"info": {"role": "user", "id": "m3", "time": {"created": 1764067783936}}, "parts": []},
+        {
+            "info": {"role": "assistant", "id": "a", "parentID": "m3", "time": {"created": 1}},
+            "parts": [{"type": "tool", "callID": 10**400, "state": {"status": "running"}}],
+        },
+    ]
+    snapshot = decode_session_messages("s", body, status=None, taken_at=0.0)
+    assert [p.message_id for p in snapshot.prompts] == ["m3"]
+
+
+def test_snapshot_status_with_huge_next_is_left_out() -> None:
+    """`/session/status` with a 400-digit retry time leaves that entry out instead of raising."""
+    body = {"s": {"type": "retry", "attempt": 1, "message": "m", "next": 10**400}}
+    assert decode_status_map(body) == {}
+
+
+def test_parse_json_rejects_deep_nesting_and_nan() -> None:
+    """REST bodies go through parse_json, which turns RecursionError and NaN into ValueError."""
+    for text, problem in [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("NaN", "NaN is not JSON"),
+        ('{"x": Infinity}', "Infinity is not JSON"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_json(text)
+    assert parse_json('{"x": [1, 2.5]}') == {"x": [1, 2.5]}

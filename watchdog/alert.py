@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 from watchdog.transitions import Resolved, Stalled
 
 
-def iso(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds."""
-    return (
-        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+def iso(ts: float | None) -> str | None:
+    """RFC 3339 UTC with milliseconds; None for a time no date can show (NaN, infinite, 1e300).
+
+    Times can come from a peer: formatting one must never cost the alert it belongs to.
+    """
+    if ts is None or not math.isfinite(ts):
+        return None
+    try:
+        moment = datetime.fromtimestamp(ts, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds(value: float) -> float | None:
+    """A duration for JSON, rounded to milliseconds; None when not finite (JSON has no NaN)."""
+    return round(value, 3) if math.isfinite(value) else None
 
 
 def document(transition: Stalled | Resolved) -> dict[str, Any]:
@@ -26,7 +39,7 @@ def document(transition: Stalled | Resolved) -> dict[str, Any]:
         "message_id": ref.message_id,
         "accepted_at": iso(ref.accepted_at),
         "at": iso(transition.at),
-        "waited_seconds": round(transition.waited, 3),
+        "waited_seconds": seconds(transition.waited),
         "directory": ref.directory,
         "parent_session_id": ref.parent_session_id,
         "provider": ref.provider,

@@ -82,6 +82,36 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file holding the server password (else $OPENCODE_SERVER_PASSWORD)",
     )
+    run.add_argument(
+        "--headers-timeout",
+        metavar="DURATION",
+        help="wait this long for a stream's response headers before retrying (default 10s)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        metavar="DURATION",
+        help="on SIGTERM, queued alerts get this long to be delivered (default 5s)",
+    )
+    run.add_argument(
+        "--max-event-bytes",
+        metavar="SIZE",
+        help="larger stream events are skipped and counted (default 1MiB)",
+    )
+    run.add_argument(
+        "--max-body-bytes",
+        metavar="SIZE",
+        help="larger REST answers are skipped and counted (default 16MiB)",
+    )
+    run.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM CA bundle to verify https servers with (a private CA); per server: ca_file",
+    )
+    run.add_argument(
+        "--web-config",
+        metavar="FILE",
+        help="TOML with tls_server_config and basic_auth_users for --listen (exporter-toolkit keys)",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -123,6 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         config=args.config,
+        max_event_bytes=args.max_event_bytes,
+        max_body_bytes=args.max_body_bytes,
+        headers_timeout=args.headers_timeout,
+        shutdown_grace=args.shutdown_grace,
+        ca_file=args.ca_file,
+        web_config=args.web_config,
     )
     try:
         config = load(options, environ)

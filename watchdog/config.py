@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from watchdog.tracker import Timeouts
+
+if TYPE_CHECKING:
+    from watchdog.webconfig import WebConfig
 
 DEFAULT_SERVER = "http://127.0.0.1:4096"
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -28,6 +33,28 @@ DEFAULT_LIVENESS = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]{1,64}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1024,
+    "k": 1024,
+    "K": 1024,
+    "KB": 1000,
+    "MiB": 1024**2,
+    "M": 1024**2,
+    "MB": 1000**2,
+    "GiB": 1024**3,
+    "G": 1024**3,
+    "GB": 1000**3,
+}
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+# A booting OpenCode answers REST within seconds; waiting the whole liveness window for the
+# stream's headers only delays the reconnect.
+DEFAULT_HEADERS_TIMEOUT = 10.0
+# On SIGTERM, queued alerts get this long to go out; systemd's TimeoutStopSec must be longer.
+DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -48,6 +75,7 @@ class ServerConfig:
     url: str
     username: str = DEFAULT_USERNAME
     password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None  # PEM bundle to verify the server's certificate (private CA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +91,13 @@ class Config:
     alertmanagers: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    headers_timeout: float = DEFAULT_HEADERS_TIMEOUT
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    # Things worth a warning at start-up that do not stop it (a password file others can read).
+    warnings: tuple[str, ...] = ()
+    web: WebConfig | None = None  # TLS and basic auth for --listen
 
 
 @dataclass(slots=True)
@@ -82,9 +117,22 @@ class RawOptions:
     log_format: str | None = None
     log_level: str | None = None
     config: str | None = None
+    max_event_bytes: str | None = None
+    max_body_bytes: str | None = None
+    headers_timeout: str | None = None
+    shutdown_grace: str | None = None
+    ca_file: str | None = None
+    web_config: str | None = None
 
 
 _FILE_KEYS = {
+    "web_config",
+    "web",
+    "ca_file",
+    "shutdown_grace",
+    "headers_timeout",
+    "max_event_bytes",
+    "max_body_bytes",
     "listen",
     "first_response_timeout",
     "inactivity_timeout",
@@ -98,7 +146,7 @@ _FILE_KEYS = {
     "log_level",
     "servers",
 }
-_SERVER_KEYS = {"name", "url", "username", "password_file"}
+_SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file"}
 
 
 def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
@@ -130,16 +178,33 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         turn_start=duration(options.turn_start_timeout, "turn_start_timeout", defaults.turn_start),
     )
     liveness = duration(options.liveness_timeout, "liveness_timeout", DEFAULT_LIVENESS)
+    headers_timeout = duration(options.headers_timeout, "headers_timeout", DEFAULT_HEADERS_TIMEOUT)
+    shutdown_grace = duration(options.shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE)
     listen_found = pick(options.listen, "listen")
     host, port = parse_listen(*(listen_found or ("--listen", DEFAULT_LISTEN)))
     log_format = _choice(pick(options.log_format, "log_format"), LOG_FORMATS, "auto")
     log_level = _choice(pick(options.log_level, "log_level"), LOG_LEVELS, "info")
 
+    event_cap = pick(options.max_event_bytes, "max_event_bytes")
+    body_cap = pick(options.max_body_bytes, "max_body_bytes")
+    warnings: list[str] = []
     password_file = pick(options.password_file, "password_file")
-    default_password = read_secret(*password_file) if password_file else _default_password(environ)
+    default_password = (
+        read_secret(*password_file, warnings=warnings)
+        if password_file
+        else _default_password(environ)
+    )
     default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
-    servers = _servers(options, environ, file, config_path, default_username, default_password)
+    ca_found = pick(options.ca_file, "ca_file")
+    default_ca = check_ca_file(*ca_found) if ca_found else None
+    servers = _servers(
+        options, environ, file, config_path, default_username, default_password, warnings
+    )
+    servers = tuple(
+        s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
+    )
     return Config(
+        web=_web(options, environ, file, config_path),
         servers=servers,
         listen_host=host,
         listen_port=port,
@@ -149,7 +214,52 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
         log_format=log_format,
         log_level=log_level,
+        max_event_bytes=parse_size(*event_cap) if event_cap else DEFAULT_MAX_EVENT_BYTES,
+        max_body_bytes=parse_size(*body_cap) if body_cap else DEFAULT_MAX_BODY_BYTES,
+        headers_timeout=headers_timeout,
+        shutdown_grace=shutdown_grace,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
+
+
+def _web(
+    options: RawOptions,
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+) -> WebConfig | None:
+    """``--web-config FILE`` (or its variable, or ``web_config`` in the file), else ``[web]``."""
+    from watchdog.webconfig import parse_web_config, read_web_config  # noqa: PLC0415 - it imports this module
+
+    env_key = f"{ENV_PREFIX}WEB_CONFIG"
+    if options.web_config is not None:
+        return read_web_config("--web-config", options.web_config)
+    if environ.get(env_key):
+        return read_web_config(env_key, environ[env_key])
+    if "web_config" in file:
+        if not isinstance(file["web_config"], str):
+            raise ConfigError(f"{config_path}: web_config", "expected a file path")
+        return read_web_config(f"{config_path}: web_config", file["web_config"])
+    if "web" in file:
+        if not isinstance(file["web"], dict):
+            raise ConfigError(f"{config_path}: web", "expected a [web] table")
+        return parse_web_config(f"{config_path}: web", file["web"])
+    return None
+
+
+def parse_size(option: str, value: object) -> int:
+    """Bytes from ``1048576``, ``"1MiB"``, ``"512KiB"``, ``"16M"``; from 1 KiB to 1 GiB."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size is None or not 1024 <= size <= 1024**3:
+        raise ConfigError(
+            option,
+            f"expected a size from 1KiB to 1GiB such as 1048576, 512KiB or 1MiB, got {value!r}",
+        )
+    return size
 
 
 def parse_duration(option: str, value: object) -> float:
@@ -216,12 +326,31 @@ def default_server_name(url: str) -> str:
     return f"{host}:{port}"
 
 
-def read_secret(option: str, path: object) -> str:
-    """The first line of a password file."""
+def check_ca_file(option: str, path: object) -> str:
+    """A readable PEM bundle of CA certificates; verification stays on, against these CAs."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(option, "expected the path of a PEM file of CA certificates")
     try:
-        text = Path(str(path)).read_text(encoding="utf-8")
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:  # an OSError too: test it first
+        raise ConfigError(option, f"{path} holds no PEM CA certificate") from None
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read CA file {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_secret(option: str, path: object, *, warnings: list[str] | None = None) -> str:
+    """The first line of a password file; a file others may read adds to ``warnings``."""
+    try:
+        file = Path(str(path))
+        text = file.read_text(encoding="utf-8")
+        mode = file.stat().st_mode
     except OSError as exc:
         raise ConfigError(option, f"cannot read password file {path}: {exc.strerror}") from None
+    if mode & stat.S_IROTH and warnings is not None:
+        warnings.append(
+            f"password file {path} is readable by every user; chmod 600 it (or 640 for a group)"
+        )
     secret = text.splitlines()[0].strip() if text.strip() else ""
     if not secret:
         raise ConfigError(option, f"password file {path} is empty")
@@ -244,6 +373,7 @@ def _servers(
     config_path: str | None,
     username: str,
     password: str | None,
+    warnings: list[str],
 ) -> tuple[ServerConfig, ...]:
     result: list[ServerConfig] = []
     if options.servers:
@@ -273,11 +403,14 @@ def _servers(
             if not isinstance(user, str) or not user:
                 raise ConfigError(f"{where}.username", "expected a non-empty string")
             secret = (
-                read_secret(f"{where}.password_file", table["password_file"])
+                read_secret(f"{where}.password_file", table["password_file"], warnings=warnings)
                 if "password_file" in table
                 else password
             )
-            result.append(ServerConfig(name, url, user, secret))
+            ca_file = (
+                check_ca_file(f"{where}.ca_file", table["ca_file"]) if "ca_file" in table else None
+            )
+            result.append(ServerConfig(name, url, user, secret, ca_file))
     else:
         result.append(
             ServerConfig(default_server_name(DEFAULT_SERVER), DEFAULT_SERVER, username, password)
@@ -319,6 +452,14 @@ def _check_sink_url(option: str, url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(option, f"expected an http:// or https:// URL, got {_redact(url)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            option, f"bad port in {_redact(url)!r}: expected a number from 1 to 65535"
+        )
     return url.strip()
 
 

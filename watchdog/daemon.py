@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
 import signal
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from watchdog import __version__
 from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
+from watchdog.logs import report_suppressed
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
 from watchdog.sdnotify import Notifier
@@ -26,6 +30,7 @@ from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.log import LogSink
 from watchdog.sinks.webhook import WebhookSink
 from watchdog.source import EventSource, ServerApi
+from watchdog.supervise import supervise
 from watchdog.tracker import Tracker
 from watchdog.transitions import Transition
 from watchdog.watch import ServerWatch, StreamState
@@ -35,10 +40,11 @@ log = structlog.get_logger("watchdog.daemon")
 # The timer loop wakes at least this often, so the systemd watchdog ping proves it still turns.
 MAX_TIMER_SLEEP = 5.0
 READY_WAIT = 10.0  # report READY even if a server is down: the daemon itself is up
-SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
-DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped")
+RELOAD_GRACE = 0.5  # letters of sinks a reload replaced get this long to go out
+DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped", "undelivered")
 # OpenCode sends a heartbeat every 10 s: a shorter liveness window reopens healthy streams.
 HEARTBEAT_INTERVAL = 10.0
+LOG_SUMMARY_INTERVAL = 10.0  # how often "N more like this" summaries are written
 
 
 class Timers:
@@ -71,13 +77,21 @@ class Timers:
         while True:
             self.last_turn = time.monotonic()
             now = self._clock()
+            failed = False
             for watch in self._watches:
-                self._dispatch(watch.tracker.tick(now))
+                try:
+                    self._dispatch(watch.tracker.tick(now))
+                except Exception:
+                    # Our bug, in one server's tracker: the other servers' timers still fire.
+                    log.exception("timers.tick_failed", server=watch.name)
+                    failed = True
             self._scheduled = min(
                 (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
                 default=math.inf,
             )
             delay = min(MAX_TIMER_SLEEP, max(0.0, self._scheduled - self._clock()))
+            if failed:
+                delay = max(delay, 1.0)  # its deadline stays past: do not spin on it
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             self._wake = anyio.Event()
@@ -128,38 +142,65 @@ class Daemon:
         self._tg: TaskGroup | None = None
         self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
         self._followers: dict[str, _Follower] = {}
+        self._warned: set[str] = set()
         self.watches: list[ServerWatch] = [
             self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
             for server in config.servers
         ]
         self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
-        self.endpoint = Endpoint(self.registry, self.health, self.status)
+        self.endpoint = Endpoint(self.registry, self.health, self.status, web=config.web)
 
     @property
     def sinks(self) -> list[Sink]:
         """Every sink, in delivery order."""
         return [self.metrics, _LOG_SINK, *self.alerting.sinks]
 
-    def _watch(self, server: ServerConfig, liveness: float, tracker: Tracker) -> ServerWatch:
+    def _watch(
+        self,
+        server: ServerConfig,
+        liveness: float,
+        tracker: Tracker,
+        config: Config | None = None,
+    ) -> ServerWatch:
+        limits = config or self.config  # a reload builds watches before it adopts its config
         auth = httpx.BasicAuth(server.username, server.password) if server.password else None
         # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s, so a
         # stream (or a server still booting) that sends nothing for longer is dead.
+        # A private CA adds to nothing and switches nothing off: only these CAs are trusted.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=server.ca_file) if server.ca_file else True
+        )
         client = httpx.AsyncClient(
-            transport=self._transport, auth=auth, timeout=httpx.Timeout(10.0, read=liveness)
+            transport=self._transport,
+            auth=auth,
+            timeout=httpx.Timeout(10.0, read=liveness),
+            verify=verify,
         )
         self._followers[server.name] = _Follower(server, liveness, client)
         self.metrics.register_server(server.name)
+        too_large = self.metrics.oversized.labels(server=server.name, what="answer")
         return ServerWatch(
             server.name,
             server.url,
-            EventSource(client, server.url),
+            EventSource(
+                client,
+                server.url,
+                max_event_bytes=limits.max_event_bytes,
+                headers_timeout=limits.headers_timeout,
+            ),
             tracker,
-            api=ServerApi(client, server.url),
+            api=ServerApi(
+                client,
+                server.url,
+                max_body_bytes=limits.max_body_bytes,
+                on_too_large=too_large.inc,
+            ),
             metrics=self.metrics,
             dispatch=self.dispatch,
             reschedule=self.timers_poke,
             clock=self.clock,
+            liveness=liveness,
         )
 
     def _alerting(self, config: Config) -> _Alerting:
@@ -220,7 +261,11 @@ class Daemon:
             live = w.status.state is StreamState.UP and fresh
             ok = ok and live
             servers[w.name] = {"state": w.status.state.value, "live": live}
-            if not live:
+            if w.status.state is StreamState.CONNECTING:
+                servers[w.name]["reason"] = "connecting"
+                if w.status.last_error:
+                    servers[w.name]["previous_error"] = w.status.last_error
+            elif not live:
                 servers[w.name]["reason"] = w.status.last_error or (
                     "no event within the liveness window"
                     if w.status.state is StreamState.UP
@@ -262,6 +307,8 @@ class Daemon:
                     tool_timeout=self.config.timeouts.tool,
                     turn_start_timeout=self.config.timeouts.turn_start,
                 )
+                self._warn_config(self.config)
+                self._warn_exposed()
                 if self.config.liveness_timeout <= HEARTBEAT_INTERVAL:
                     log.warning(
                         "config.liveness_too_short",
@@ -271,40 +318,83 @@ class Daemon:
                 tg.start_soon(self._deliver, self.alerting)
                 for watch in self.watches:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
-                tg.start_soon(self.timers.run)
+                tg.start_soon(self._supervised, "timers", self.timers.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self._report_suppressed_logs)
                 tg.start_soon(self._systemd)
                 task_status.started(port)
         finally:
             with anyio.CancelScope(shield=True):
                 self._notifier.stopping()
-                for outbox in self.alerting.outboxes:
-                    await outbox.drain(SHUTDOWN_GRACE)
+                await self._flush_alerts(self.config.shutdown_grace)
                 for follower in self._followers.values():
                     await follower.client.aclose()
                 await self._sink_client.aclose()
+                report_suppressed(everything=True)
                 log.info("daemon.stopped")
+
+    async def _supervised(
+        self, task: str, run: Callable[[], Awaitable[None]], server: str = ""
+    ) -> None:
+        """Run ``run``, restarted with backoff whenever it dies unexpectedly (logged, counted)."""
+        restarts = self.metrics.task_restarts.labels(task=task, server=server)
+        await supervise(task, run, on_crash=restarts.inc, server=server or None)
 
     async def _follow(self, watch: ServerWatch, follower: _Follower) -> None:
         with follower.scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch.follow)
-                tg.start_soon(watch.reconcile_forever)
+                tg.start_soon(self._supervised, "stream", watch.follow, watch.name)
+                tg.start_soon(self._supervised, "reconcile", watch.reconcile_forever, watch.name)
 
     async def _deliver(self, alerting: _Alerting) -> None:
         with alerting.scope:
             async with anyio.create_task_group() as tg:
                 for outbox in alerting.outboxes:
-                    tg.start_soon(outbox.run)
+                    tg.start_soon(self._supervised, "delivery", outbox.run)
                 if alerting.alertmanager is not None:
-                    tg.start_soon(alerting.alertmanager.run)
+                    tg.start_soon(self._supervised, "alertmanager", alerting.alertmanager.run)
 
     async def _retire(self, alerting: _Alerting) -> None:
-        """Stop what a reload replaced: letters already queued get the shutdown grace."""
+        """Stop what a reload replaced: letters already queued get a short grace."""
         with anyio.CancelScope(shield=True):
             for outbox in alerting.outboxes:
-                await outbox.drain(SHUTDOWN_GRACE)
+                await outbox.drain(RELOAD_GRACE)
         alerting.scope.cancel()
+        for outbox in alerting.outboxes:
+            outbox.abandon()
+
+    async def _flush_alerts(self, grace: float) -> None:
+        """Shutdown: deliver what is queued within ``grace`` seconds, then count what was not.
+
+        The delivery tasks were cancelled with everything else; each outbox keeps the letter it
+        was sending, so they are simply run again, in hurry mode, for the grace period.
+        """
+        outboxes = self.alerting.outboxes
+        queued = sum(o.in_flight for o in outboxes)
+        if not queued:
+            return
+        log.info("alerts.flushing", queued=queued, grace_seconds=grace)
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as tg:
+                for outbox in outboxes:
+                    tg.start_soon(outbox.run)
+                for outbox in outboxes:
+                    await outbox.drain(grace)
+                tg.cancel_scope.cancel()
+        undelivered = sum(outbox.abandon() for outbox in outboxes)
+        log.log(
+            logging.ERROR if undelivered else logging.INFO,
+            "alerts.flushed",
+            delivered=queued - undelivered,
+            undelivered=undelivered,
+        )
+
+    @staticmethod
+    async def _report_suppressed_logs() -> None:
+        """Summarise rate-limited log lines even when the flood has stopped."""
+        while True:
+            await anyio.sleep(LOG_SUMMARY_INTERVAL)
+            report_suppressed()
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -327,6 +417,7 @@ class Daemon:
             log.error("config.reload_failed", error=str(exc))
             return
         tg = self._tg
+        self._warn_config(fresh)
         kept = {w.name: w for w in self.watches}
         watches: list[ServerWatch] = []
         for server in fresh.servers:
@@ -342,7 +433,7 @@ class Daemon:
             if old is not None:
                 self._stop_follower(server.name, tg)
             tracker = old.tracker if old is not None else Tracker(server.name, fresh.timeouts)
-            watch = self._watch(server, fresh.liveness_timeout, tracker)
+            watch = self._watch(server, fresh.liveness_timeout, tracker, fresh)
             watches.append(watch)
             tg.start_soon(self._follow, watch, self._followers[server.name])
         for name, gone in kept.items():
@@ -377,6 +468,35 @@ class Daemon:
             alertmanagers=len(fresh.alertmanagers),
         )
         self.timers.poke()
+
+    def _warn_exposed(self) -> None:
+        """Off loopback, /status shows session ids and directories to whoever can connect."""
+        host = self.config.listen_host
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        web = self.config.web
+        missing = [
+            name
+            for name, present in (("TLS", web and web.tls), ("basic auth", web and web.users))
+            if not present
+        ]
+        if not loopback and missing:
+            log.warning(
+                "endpoint.exposed",
+                listen=host,
+                missing=missing,
+                reason="listening beyond loopback: /metrics and /status are readable by anyone "
+                "who can connect; give --web-config with tls_server_config and basic_auth_users",
+            )
+
+    def _warn_config(self, config: Config) -> None:
+        """Each configuration warning once per process, not again on every reload."""
+        for warning in config.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("config.warning", warning=warning)
 
     def _stop_follower(self, name: str, tg: TaskGroup) -> None:
         follower = self._followers.pop(name)

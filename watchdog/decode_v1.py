@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,46 @@ class _BadFieldError(Exception):
     """A required field is missing or has the wrong type; the message names the field only."""
 
 
+# Wire times are milliseconds since the epoch. Anything outside [1970, 9999] is not a time a
+# server meant: datetime cannot format it, and arithmetic on it gives nonsense or overflows.
+_MAX_MS = 253_402_300_799_999.0
+# Retry attempts beyond this are not counts but attacks on whoever formats them.
+_MAX_ATTEMPT = 1_000_000
+
+
+def parse_json(data: str | bytes) -> object:
+    """``json.loads`` for peer data; raises ``ValueError`` for anything it cannot safely return.
+
+    The stdlib parser raises ``RecursionError`` on deep nesting (100 000 ``[``) and accepts
+    ``NaN``/``Infinity``, which are not JSON; both become ``ValueError`` here.
+    """
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def wire_ms(value: object) -> float | None:
+    """A wire time in milliseconds since the epoch, or None when unusable.
+
+    Unusable: not a number, a bool, NaN, infinite, negative, beyond year 9999, or an integer too
+    large for a float (a 400-digit ``created``).
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        ms = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(ms) or not 0.0 <= ms <= _MAX_MS:
+        return None
+    return ms
+
+
 def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     """Decode one SSE ``data`` field; never raises.
 
@@ -85,7 +126,14 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     ``{"directory", "project", "payload"}``.
     """
     try:
-        obj = json.loads(data)
+        return _decode_line(data, directory_scoped=directory_scoped)
+    except Exception:  # last resort: a decoder bug must cost one event, never the stream
+        return Decoded(Malformed(type="?", reason="undecodable"), "?")
+
+
+def _decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
+    try:
+        obj = parse_json(data)
     except ValueError:
         return Decoded(Malformed(type="?", reason="invalid JSON"), "?")
     if not isinstance(obj, dict):
@@ -291,12 +339,18 @@ def _status(session_id: str, status: Mapping[str, Any]) -> Event:
     attempt = status.get("attempt")
     message = status.get("message")
     next_ms = status.get("next")
+    next_checked = wire_ms(next_ms)
+    if next_ms is not None and next_checked is None:
+        raise _BadFieldError("status.next is not a usable time")
+    usable_attempt = (
+        isinstance(attempt, int) and not isinstance(attempt, bool) and 0 <= attempt <= _MAX_ATTEMPT
+    )
     return StatusChanged(
         session_id=session_id,
         run=run,
-        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        attempt=attempt if usable_attempt else None,
         retry_message=message[:200] if isinstance(message, str) else None,
-        next_retry_at=float(next_ms) / 1000.0 if isinstance(next_ms, int | float) else None,
+        next_retry_at=next_checked / 1000.0 if next_checked is not None else None,
     )
 
 
@@ -320,10 +374,11 @@ def _opt_str(m: Mapping[str, Any], key: str) -> str | None:
 
 
 def _ms(m: Mapping[str, Any], key: str) -> float:
-    value = m.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _BadFieldError(f"time.{key} is not a number")
-    return float(value)
+    """A required wire time, in milliseconds since the epoch (checked: see ``wire_ms``)."""
+    ms = wire_ms(m.get(key))
+    if ms is None:
+        raise _BadFieldError(f"time.{key} is not a usable time")
+    return ms
 
 
 # -- REST answers (read after (re)connecting) ---------------------------------------------------
@@ -381,7 +436,7 @@ def decode_session_messages(
                 order.append(message_id)
             elif role == "assistant":
                 replies.setdefault(_str(info, "parentID"), []).append(_reply(info, time, parts))
-        except _BadFieldError:
+        except Exception:  # noqa: S112 - a message that does not decode is skipped, never fatal
             continue
     run = status.run if status is not None else SessionRun.IDLE
     return SessionSnapshot(

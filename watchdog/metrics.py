@@ -111,6 +111,18 @@ class Metrics:
             ["sink", "result"],
             registry=registry,
         )
+        self.oversized = Counter(
+            "opencode_watchdog_oversized",
+            "Stream events and REST answers skipped because they exceeded the size cap.",
+            ["server", "what"],
+            registry=registry,
+        )
+        self.task_restarts = Counter(
+            "opencode_watchdog_task_restarts",
+            "Daemon tasks that died unexpectedly and were restarted, by task and server.",
+            ["task", "server"],
+            registry=registry,
+        )
         registry.register(_StateCollector(snapshots))
 
     def count_event(self, server: str, event_type: str) -> None:

@@ -7,15 +7,31 @@ an httpx exception.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
+import anyio.to_thread
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+
+from watchdog.decode_v1 import parse_json
+from watchdog.httperrors import failure_cause
+from watchdog.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
 
 GLOBAL_PATH = "/global/event"
 DIRECTORY_PATH = "/event"
+# OpenCode answers REST within milliseconds once up; 10 s covers a loaded server.
+DEFAULT_HEADERS_TIMEOUT = 10.0
+# Message lists carry tool output and attachments (base64 images): a few MB is normal.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+PARSE_IN_THREAD_BYTES = 256 * 1024
+_STREAM_HEADERS = {
+    "accept": "text/event-stream",
+    "cache-control": "no-store",
+    "accept-encoding": "identity",
+}
+_REST_HEADERS = {"accept": "application/json", "accept-encoding": "identity"}
 
 
 class StreamError(Exception):
@@ -59,30 +75,57 @@ class Chunk:
 class EventSource:
     """Opens OpenCode's event stream, preferring `/global/event` and falling back to `/event`."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        headers_timeout: float = DEFAULT_HEADERS_TIMEOUT,
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self.path = StreamPath.GLOBAL
+        self.max_event_bytes = max_event_bytes
+        self.headers_timeout = headers_timeout
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def connect(self) -> AsyncIterator[AsyncIterator[Chunk | Oversized]]:
         """Open the stream; yields an iterator of chunks. Raises ``StreamError``."""
         try:
             async with self._open(self.path) as chunks:
                 yield chunks
         except _NotFoundError:
             if self.path is not StreamPath.GLOBAL:
-                raise ProtocolError(f"{self._base}{self.path} answered 404") from None
+                self.path = StreamPath.GLOBAL  # a fixed proxy or base URL is found next time
+                raise ProtocolError(f"{self._base}{DIRECTORY_PATH} answered 404") from None
             self.path = StreamPath.DIRECTORY
-            async with self._open(self.path) as chunks:
-                yield chunks
+            try:
+                async with self._open(self.path) as chunks:
+                    yield chunks
+            except _NotFoundError:
+                self.path = StreamPath.GLOBAL
+                raise ProtocolError(
+                    f"{self._base}: both {GLOBAL_PATH} and {DIRECTORY_PATH} answered 404"
+                    " (check the server URL and any proxy in front of it)"
+                ) from None
 
     @asynccontextmanager
-    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Chunk | Oversized]]:
         url = f"{self._base}{path.value}"
         try:
-            async with aconnect_sse(self._client, "GET", url) as source:
-                response = source.response
+            async with AsyncExitStack() as stack:
+                try:
+                    # A server still booting may accept the connection and send no headers for
+                    # a long time: that wait gets its own short limit, not the liveness window.
+                    with anyio.fail_after(self.headers_timeout):
+                        response = await stack.enter_async_context(
+                            self._client.stream("GET", url, headers=_STREAM_HEADERS)
+                        )
+                except TimeoutError:
+                    raise SilentError(
+                        f"{url}: no response headers within {self.headers_timeout:g} s"
+                    ) from None
                 if response.status_code in (401, 403):
                     raise AuthError(
                         f"{url} answered {response.status_code}: check the username and password"
@@ -96,7 +139,8 @@ class EventSource:
                     raise ProtocolError(
                         f"{url} answered {content_type or 'no content type'}, not an event stream"
                     )
-                yield _chunks(source.aiter_sse(), url)
+                _refuse_compressed(response, url)
+                yield _chunks(response.aiter_bytes(), url, SSESplitter(self.max_event_bytes))
         except StreamError:
             raise
         except httpx.HTTPError as exc:
@@ -107,13 +151,27 @@ class _NotFoundError(Exception):
     pass
 
 
+class TooLargeError(ProtocolError):
+    """A REST answer larger than the cap; it was not read to its end."""
+
+
 class ServerApi:
     """REST reads of the same server, used to catch up after (re)connecting."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        on_too_large: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self._on_too_large = on_too_large
 
     async def get(
         self, path: str, *, directory: str | None = None, params: dict[str, str] | None = None
@@ -124,31 +182,66 @@ class ServerApi:
         if directory:
             query["directory"] = directory  # REST answers are per project directory
         try:
-            response = await self._client.get(url, params=query, timeout=self._timeout)
+            # A server dribbling its answer byte by byte must not hold reconcile forever.
+            with anyio.fail_after(3 * self._timeout):
+                body = await self._read(url, query)
+        except TimeoutError:
+            raise SilentError(f"{url}: no complete answer within {3 * self._timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise _translate(exc, url) from None
-        if response.status_code in (401, 403):
-            raise AuthError(
-                f"{url} answered {response.status_code}: check the username and password"
-            )
-        if response.status_code != 200:
-            raise ProtocolError(f"{url} answered HTTP {response.status_code}")
         try:
-            return response.json()
+            if len(body) > PARSE_IN_THREAD_BYTES:
+                # Parsing megabytes takes long enough to stall the event loop's other servers.
+                return await anyio.to_thread.run_sync(parse_json, body)
+            return parse_json(body)
         except ValueError:
             raise ProtocolError(f"{url} answered something that is not JSON") from None
 
+    async def _read(self, url: str, query: dict[str, str]) -> bytes:
+        async with self._client.stream(
+            "GET", url, params=query, headers=_REST_HEADERS, timeout=self._timeout
+        ) as response:
+            if response.status_code in (401, 403):
+                raise AuthError(
+                    f"{url} answered {response.status_code}: check the username and password"
+                )
+            if response.status_code != 200:
+                raise ProtocolError(f"{url} answered HTTP {response.status_code}")
+            _refuse_compressed(response, url)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise self._too_large(url)
+            body = bytearray()
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > self.max_body_bytes:
+                    raise self._too_large(url)
+            return bytes(body)
 
-async def _chunks(events: AsyncIterator[object], url: str) -> AsyncIterator[Chunk]:
+    def _too_large(self, url: str) -> TooLargeError:
+        self._on_too_large()
+        return TooLargeError(f"{url} answered more than {self.max_body_bytes} bytes; skipped")
+
+
+def _refuse_compressed(response: httpx.Response, url: str) -> None:
+    # We ask for identity: a compressed answer could inflate far past any cap in one chunk.
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ProtocolError(f"{url} answered with content-encoding {encoding}; expected none")
+
+
+async def _chunks(
+    raw: AsyncIterator[bytes], url: str, splitter: SSESplitter
+) -> AsyncIterator[Chunk | Oversized]:
     try:
-        async for sse in events:
-            data = getattr(sse, "data", "")
-            if data:
-                yield Chunk(data=data)
+        async for piece in raw:
+            for item in splitter.feed(piece):
+                if isinstance(item, Oversized):
+                    yield item
+                elif item.data:
+                    yield Chunk(data=item.data)
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from None
-    except SSEError as exc:
-        raise ProtocolError(f"{url}: {exc}") from None
     raise ClosedError(f"{url}: the server closed the stream")
 
 
@@ -160,7 +253,7 @@ def _translate(exc: httpx.HTTPError, url: str) -> StreamError:
         case httpx.ConnectTimeout():
             return UnreachableError(f"{url}: connect timed out")
         case httpx.ConnectError():
-            return UnreachableError(f"{url}: cannot connect ({_reason(exc)})")
+            return UnreachableError(f"{url}: {failure_cause(exc)}")
         case httpx.RemoteProtocolError():
             return ClosedError(f"{url}: connection broken ({_reason(exc)})")
         case httpx.ReadError() | httpx.NetworkError():

@@ -15,7 +15,15 @@ from watchdog.decode_v1 import decode_line, event_time
 from watchdog.events import Event, Heartbeat, Ignored, Malformed, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
-from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
+from watchdog.source import (
+    AuthError,
+    EventSource,
+    ServerApi,
+    SilentError,
+    StreamError,
+    StreamPath,
+)
+from watchdog.sse import Oversized
 from watchdog.tracker import Tracker
 from watchdog.transitions import PromptState, Transition
 
@@ -65,6 +73,7 @@ class ServerWatch:
         clock: Callable[[], float],
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        liveness: float | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -77,6 +86,7 @@ class ServerWatch:
         self._clock = clock
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._sleep = sleep
+        self._liveness = liveness
         self._warned_types: set[str] = set()
         self._api = api
         self._reconcile_wanted = anyio.Event()
@@ -92,11 +102,9 @@ class ServerWatch:
                 self._metrics.stream_reconnects.labels(server=self.name).inc()
             attempt += 1
             opened_at = self._clock()
+            self._connecting()
             try:
-                async with self.source.connect() as chunks:
-                    self.status.path = self.source.path.value
-                    async for chunk in chunks:
-                        self.handle(chunk.data, self._clock())
+                await self._read()
             except AuthError as exc:
                 self._down(StreamState.AUTH_FAILED, str(exc))
                 delay = max(AUTH_RETRY_FLOOR, self._backoff.next_delay())
@@ -108,12 +116,35 @@ class ServerWatch:
             log.info("stream.retrying", server=self.name, retry_in=round(delay, 2))
             await self._sleep(delay)
 
-    def handle(self, data: str, now: float) -> None:
-        """Decode one event and feed it to the tracker."""
+    async def _read(self) -> None:
+        """Read the stream until it fails; raises ``StreamError``.
+
+        Liveness counts events that decode, not bytes: a server sending only garbage, a line that
+        never ends or events over the size cap is as dead as a silent one.
+        """
+        with anyio.CancelScope() as silence:
+            if self._liveness is not None:
+                silence.deadline = anyio.current_time() + self._liveness
+            async with self.source.connect() as chunks:
+                self.status.path = self.source.path.value
+                async for chunk in chunks:
+                    if isinstance(chunk, Oversized):
+                        self._oversized(chunk)
+                        continue
+                    if self.handle(chunk.data, self._clock()) and self._liveness is not None:
+                        silence.deadline = anyio.current_time() + self._liveness
+        if silence.cancelled_caught:
+            raise SilentError(
+                f"no data within the liveness window of {self._liveness:g} s"
+                " (no well-formed event arrived)"
+            )
+
+    def handle(self, data: str, now: float) -> bool:
+        """Decode one event and feed it to the tracker; True when it was well-formed."""
         self.status.last_event_at = now
         decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
         if decoded is None:
-            return  # a /global/event sync duplicate
+            return True  # a /global/event sync duplicate
         event = decoded.event
         self._metrics.count_event(self.name, decoded.type)
         self._count(event)
@@ -131,6 +162,16 @@ class ServerWatch:
         self._dispatch(self.tracker.feed(event, now))
         if self.tracker.deadline_may_be_earlier:
             self._reschedule()
+        return not isinstance(event, Malformed)
+
+    def _oversized(self, chunk: Oversized) -> None:
+        self._metrics.oversized.labels(server=self.name, what="event").inc()
+        log.warning(
+            "event.oversized",
+            server=self.name,
+            size=chunk.size,
+            limit=self.source.max_event_bytes,
+        )
 
     async def reconcile_forever(self) -> None:
         """After every (re)connect, read what the stream cannot replay and feed it to the tracker."""
@@ -218,6 +259,11 @@ class ServerWatch:
                     log.info("event.unknown_type", server=self.name, type=etype)
             case _:
                 pass
+
+    def _connecting(self) -> None:
+        # /status and /healthz say "connecting" while an attempt is under way; the last error
+        # stays in /status for whoever wonders why the previous attempt failed.
+        self.status.state = StreamState.CONNECTING
 
     def _up(self, now: float) -> None:
         if self.status.state is not StreamState.UP:

@@ -251,12 +251,16 @@ class AlertmanagerSink:
         alert: dict[str, Any] = {
             "labels": firing.labels,
             "annotations": firing.annotations,
-            "startsAt": iso(min(firing.starts_at, ends_at)),
-            "endsAt": iso(ends_at),
+            "startsAt": self._stamp(min(firing.starts_at, ends_at)),
+            "endsAt": self._stamp(ends_at),
         }
         if self.generator_url:
             alert["generatorURL"] = self.generator_url
         return alert
+
+    def _stamp(self, ts: float) -> str:
+        # Alertmanager needs a time: one no date can show becomes the time of sending.
+        return iso(ts) or iso(self._clock()) or "1970-01-01T00:00:00.000Z"
 
     def _post(self, alerts: list[dict[str, Any]], what: str) -> None:
         for outbox in self.outboxes:

@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from watchdog.alert import iso
+from watchdog.alert import iso, seconds
 from watchdog.transitions import Accepted, Completed, FirstResponse, Resolved, Stalled, Transition
 
 
@@ -42,7 +42,7 @@ class LogSink:
                 self._log.warning(
                     "prompt.stalled",
                     kind=kind.value,
-                    waited_seconds=round(waited, 3),
+                    waited_seconds=seconds(waited),
                     **ids,
                     **extra,
                 )
@@ -50,7 +50,7 @@ class LogSink:
                 self._log.info(
                     "prompt.resolved",
                     kind=kind.value,
-                    waited_seconds=round(waited, 3),
+                    waited_seconds=seconds(waited),
                     outcome=outcome.value if outcome else None,
                     **ids,
                 )
