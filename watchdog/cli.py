@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from watchdog import __version__
+from watchdog import __version__, probe_cli
 from watchdog.config import ConfigError, RawOptions, load
 from watchdog.logs import configure
 from watchdog.sdnotify import Notifier
@@ -86,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
         "--hold", action="store_true", help="keep serving /metrics after the replay until Ctrl-C"
     )
     demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    probe_cli.add_parser(sub)
     return top
 
 
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(args.log_format, "info", sys.stdout)
         try:
             return run_demo(args.listen, hold=args.hold)
+        except ConfigError as exc:
+            return _config_error(exc)
+    if args.command == "probe":
+        try:
+            return probe_cli.main(args, environ)
         except ConfigError as exc:
             return _config_error(exc)
     if args.command != "run":
