@@ -77,6 +77,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file holding the server password (else $OPENCODE_SERVER_PASSWORD)",
     )
+    run.add_argument(
+        "--probe-interval",
+        metavar="DURATION",
+        help="send an admission probe to each server this often (default: no probes)",
+    )
+    run.add_argument(
+        "--probe-shape",
+        action="append",
+        default=[],
+        choices=("current", "legacy"),
+        help="payload shape of the probes, repeatable (default current)",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -123,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         config=args.config,
+        probe_interval=args.probe_interval,
+        probe_shapes=args.probe_shape,
     )
     try:
         config = load(options, environ)

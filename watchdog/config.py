@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from watchdog.probe import Shape
 from watchdog.tracker import Timeouts
 
 DEFAULT_SERVER = "http://127.0.0.1:4096"
@@ -63,6 +64,8 @@ class Config:
     alertmanagers: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
+    probe_interval: float | None = None  # None: the admission probe does not run
+    probe_shapes: tuple[Shape, ...] = (Shape.CURRENT,)
 
 
 @dataclass(slots=True)
@@ -81,6 +84,8 @@ class RawOptions:
     log_format: str | None = None
     log_level: str | None = None
     config: str | None = None
+    probe_interval: str | None = None
+    probe_shapes: list[str] = field(default_factory=list)
 
 
 _FILE_KEYS = {
@@ -95,6 +100,8 @@ _FILE_KEYS = {
     "log_format",
     "log_level",
     "servers",
+    "probe_interval",
+    "probe_shape",
 }
 _SERVER_KEYS = {"name", "url", "username", "password_file"}
 
@@ -136,6 +143,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
     default_password = read_secret(*password_file) if password_file else _default_password(environ)
     default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
     servers = _servers(options, environ, file, config_path, default_username, default_password)
+    probe_found = pick(options.probe_interval, "probe_interval")
     return Config(
         servers=servers,
         listen_host=host,
@@ -146,6 +154,8 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
         log_format=log_format,
         log_level=log_level,
+        probe_interval=parse_duration(*probe_found) if probe_found else None,
+        probe_shapes=_probe_shapes(options.probe_shapes, environ, file, config_path),
     )
 
 
@@ -310,6 +320,28 @@ def _urls(
     else:
         return ()
     return tuple(_check_sink_url(option, v) for v in values)
+
+
+def _probe_shapes(
+    flags: Sequence[str],
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+) -> tuple[Shape, ...]:
+    env_key = f"{ENV_PREFIX}PROBE_SHAPE"
+    option, values = "--probe-shape", list(flags)
+    if not values and environ.get(env_key):
+        option, values = env_key, environ[env_key].replace(",", " ").split()
+    elif not values and "probe_shape" in file:
+        option = f"{config_path}: probe_shape"
+        raw = file["probe_shape"]
+        values = [raw] if isinstance(raw, str) else raw
+    if not values:
+        return (Shape.CURRENT,)
+    allowed = [s.value for s in Shape]
+    if not isinstance(values, list) or not all(v in allowed for v in values):
+        raise ConfigError(option, f"expected {' or '.join(allowed)} (or a list of them)")
+    return tuple(dict.fromkeys(Shape(v) for v in values))
 
 
 def _check_sink_url(option: str, url: str) -> str:

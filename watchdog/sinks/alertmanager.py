@@ -39,7 +39,8 @@ DEFAULT_MAX_ACTIVE = 10_000
 BATCH_SIZE = 500
 _FIRING_KINDS = (StallKind.NO_RESPONSE, StallKind.INACTIVE)
 
-_Identity = tuple[str, str, str, StallKind]  # server, session, message, kind
+# server, session, message, kind; or ("probe", server, shape) for a probe alert
+_Identity = tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -182,6 +183,24 @@ class AlertmanagerSink:
                     ref = transition.prompt
                     what = f"{kind.value}/resolved {ref.server} {ref.session_id} {ref.message_id}"
                     self._resolve(identity, what)
+
+    def fire_alert(
+        self,
+        key: tuple[str, ...],
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        *,
+        starts_at: float,
+        what: str,
+    ) -> None:
+        """Fire an alert that is not about one prompt (a failed probe); re-sent until resolved."""
+        firing = _Firing(labels=labels, annotations=annotations, starts_at=starts_at, what=what)
+        self.active[key] = firing
+        self._post([self._alert(firing, self._clock() + self.validity)], what)
+
+    def resolve_alert(self, key: tuple[str, ...], what: str) -> None:
+        """Resolve an alert fired with ``fire_alert``."""
+        self._resolve(key, what)
 
     async def run(self) -> None:
         """Re-send every firing alert each ``resend_interval``, until cancelled."""
