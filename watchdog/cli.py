@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from watchdog import __version__, probe_cli
+from watchdog import __version__, probe_cli, statusview
 from watchdog.config import ConfigError, RawOptions, load
 from watchdog.logs import configure
 from watchdog.sdnotify import Notifier
@@ -99,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
     probe_cli.add_parser(sub)
+    statusview.add_parser(sub)
     return top
 
 
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.listen, hold=args.hold)
         except ConfigError as exc:
             return _config_error(exc)
+    if args.command == "status":
+        return statusview.main(args)
     if args.command == "probe":
         try:
             return probe_cli.main(args, environ)
