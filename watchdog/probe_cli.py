@@ -92,7 +92,7 @@ def main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     result = anyio.run(probe)
     if args.json:
-        print(json.dumps(result.describe(), sort_keys=True))
+        print(json.dumps(result.describe()))
     else:
         print(result.line(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else EXIT_FAILED
