@@ -43,6 +43,11 @@ PROBE_TITLE = "opencode-watchdog probe"
 MAX_PROBE_MESSAGES = 500
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _REASON_LIMIT = 300
+# A fresh `/global/event` connection on OpenCode 1.18.33 sometimes delivers nothing for its first
+# moments although `server.connected` arrived (1 of 12 connections in a measurement; none with a
+# 0.3 s pause). The command-line probe waits this long before posting; the daemon's probes use
+# its long-lived stream instead.
+STREAM_SETTLE = 0.5
 
 
 class Shape(enum.StrEnum):
@@ -131,11 +136,26 @@ class ProbeResult:
 
 @dataclass(slots=True)
 class ProbeSessions:
-    """The probe sessions of one server: which ids to keep out of tracking, and which to reuse."""
+    """The probe sessions of one server: which ids to keep out of tracking, and which to reuse.
+
+    Inside the daemon the server's watch sets ``stream_up`` and hands the probe sessions' stream
+    lines to ``publish``, so a probe listens on the daemon's long-lived stream instead of opening
+    one of its own.
+    """
 
     ids: set[str] = field(default_factory=set)
     by_directory: dict[str | None, str] = field(default_factory=dict)
     message_counts: dict[str, int] = field(default_factory=dict)
+    stream_up: Callable[[], bool] | None = None
+    listeners: list[Callable[[ProbeLine], None]] = field(default_factory=list)
+
+    def publish(self, data: str, *, directory_scoped: bool) -> None:
+        """A stream line about a probe session, for the probe that is listening (if any)."""
+        if self.listeners:
+            line = decode_probe_line(data, directory_scoped=directory_scoped)
+            if line is not None:
+                for listener in list(self.listeners):
+                    listener(line)
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self.ids
@@ -173,6 +193,23 @@ def opencode_id(prefix: str, now_ms: int, counter: int) -> str:
     """An id in OpenCode's own ascending format: prefix, 12 hex of (ms*4096+counter) mod 2^48, 14 base62."""
     value = (now_ms * 4096 + counter) % 2**48
     return f"{prefix}_{value:012x}" + "".join(secrets.choice(_BASE62) for _ in range(14))
+
+
+class _StepTimer:
+    """Times the steps one after the other."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._mark = monotonic()
+        self.steps: list[StepTiming] = []
+
+    def restart(self) -> None:
+        self._mark = self._monotonic()
+
+    def done(self, step: Step, ok: bool = True) -> None:
+        now = self._monotonic()
+        self.steps.append(StepTiming(step, now - self._mark, ok))
+        self._mark = now
 
 
 class _BrokenError(Exception):
@@ -258,24 +295,16 @@ class Probe:
     async def run(self, spec: ProbeSpec) -> ProbeResult:
         """One probe; never raises for anything the server or the network does."""
         started_at = self._clock()
-        steps: list[StepTiming] = []
+        timer = _StepTimer(self._monotonic)
         session_id: str | None = None
         watch: _Watch | None = None
-        mark = self._monotonic()
-
-        def done(step: Step, ok: bool = True) -> None:
-            nonlocal mark
-            now = self._monotonic()
-            steps.append(StepTiming(step, now - mark, ok))
-            mark = now
-
         try:
             try:
                 session_id = await self._session(spec.directory)
             except _BrokenError:
-                done(Step.SESSION, ok=False)
+                timer.done(Step.SESSION, ok=False)
                 raise
-            done(Step.SESSION)
+            timer.done(Step.SESSION)
             nonce = "".join(secrets.choice(_BASE62) for _ in range(12))
             text = (
                 f"opencode-watchdog probe {nonce}: reply with the single word ok."
@@ -284,29 +313,16 @@ class Probe:
             )
             body, message_id = await self._body(spec, text)
             watch = _Watch(session_id=session_id, text=text, message_id=message_id)
-            broken: _BrokenError | None = None
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._listen, watch)
-                with anyio.move_on_after(spec.connect_timeout):
-                    await watch.connected.wait()
-                mark = self._monotonic()  # the stream's set-up is not the server's admission
-                try:
-                    await self._steps(spec, watch, body, done)
-                except _BrokenError as exc:
-                    broken = exc  # raised outside the task group, not wrapped in a group
-                finally:
-                    tg.cancel_scope.cancel()
-            if broken is not None:
-                raise broken
+            await self._listening(spec, watch, body, timer)
         except _BrokenError as broken:
-            if not steps or steps[-1].ok:
-                done(broken.step, ok=False)
+            if not timer.steps or timer.steps[-1].ok:
+                timer.done(broken.step, ok=False)
             return ProbeResult(
                 server=self.server,
                 shape=spec.shape,
                 ok=False,
                 started_at=started_at,
-                steps=tuple(steps),
+                steps=tuple(timer.steps),
                 failed_step=broken.step,
                 reason=broken.reason,
                 session_id=session_id,
@@ -317,10 +333,41 @@ class Probe:
             shape=spec.shape,
             ok=True,
             started_at=started_at,
-            steps=tuple(steps),
+            steps=tuple(timer.steps),
             session_id=session_id,
             message_id=watch.message_id,
         )
+
+    async def _listening(
+        self, spec: ProbeSpec, watch: _Watch, body: dict[str, Any], timer: _StepTimer
+    ) -> None:
+        """Run the steps while the stream is listened to: the daemon's, or one of our own."""
+        shared = self.sessions.stream_up
+        if shared is not None:
+            if shared():
+                watch.connected.set()
+            self.sessions.listeners.append(watch.take)
+            timer.restart()
+            try:
+                await self._steps(spec, watch, body, timer.done)
+            finally:
+                self.sessions.listeners.remove(watch.take)
+            return
+        broken: _BrokenError | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen, watch)
+            with anyio.move_on_after(spec.connect_timeout):
+                await watch.connected.wait()
+                await anyio.sleep(STREAM_SETTLE)
+            timer.restart()  # the stream's set-up is not the server's admission
+            try:
+                await self._steps(spec, watch, body, timer.done)
+            except _BrokenError as exc:
+                broken = exc  # raised outside the task group, not wrapped in a group
+            finally:
+                tg.cancel_scope.cancel()
+        if broken is not None:
+            raise broken
 
     async def _steps(
         self, spec: ProbeSpec, watch: _Watch, body: dict[str, Any], done: Callable[..., None]
@@ -356,6 +403,7 @@ class Probe:
 
     async def _await_stored(self, spec: ProbeSpec, watch: _Watch) -> None:
         deadline = self._monotonic() + spec.stored_timeout
+        next_read = self._monotonic() + 1.0
         while not watch.stored:
             if watch.errors:
                 raise _BrokenError(
@@ -367,8 +415,10 @@ class Probe:
             if remaining <= 0:
                 break
             await watch.wait(min(1.0, remaining))
-            if not watch.stored and (not watch.connected.is_set() or watch.stream_error):
-                await self._read_back(spec, watch)  # the stream is not there to tell us
+            if not watch.stored and self._monotonic() >= next_read:
+                # A stream can miss lines (see STREAM_SETTLE); the stored message is also in REST.
+                await self._read_back(spec, watch)
+                next_read = self._monotonic() + 1.0
         if not watch.stored:
             await self._read_back(spec, watch)
         if not watch.stored:

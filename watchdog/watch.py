@@ -76,6 +76,7 @@ class ServerWatch:
         self.source = source
         self.tracker = tracker
         self.status = StreamStatus()
+        self.probe_sessions.stream_up = lambda: self.status.state is StreamState.UP
         self._metrics = metrics
         self._dispatch = dispatch
         self._reschedule = reschedule
@@ -128,6 +129,9 @@ class ServerWatch:
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
         if self._is_probe(event):
+            self.probe_sessions.publish(
+                data, directory_scoped=self.source.path is StreamPath.DIRECTORY
+            )
             return
         self._dispatch(self.tracker.feed(event, now))
         if self.tracker.deadline_may_be_earlier:
