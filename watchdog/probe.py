@@ -282,8 +282,10 @@ class Probe:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         request_timeout: float = 10.0,
+        max_messages: int = MAX_PROBE_MESSAGES,
     ) -> None:
         self._client = client
+        self._max_messages = max_messages
         self._base = base_url.rstrip("/")
         self.server = server
         self.sessions = sessions if sessions is not None else ProbeSessions()
@@ -517,7 +519,7 @@ class Probe:
         if session_id is None:
             session_id = await self._find(directory)
         if session_id is not None and sessions.message_counts.get(session_id, 0) < (
-            MAX_PROBE_MESSAGES
+            self._max_messages
         ):
             sessions.by_directory[directory] = session_id
             sessions.add(session_id)

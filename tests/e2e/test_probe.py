@@ -10,11 +10,22 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import anyio
+import httpx
 import pytest
+
+from watchdog.probe import Probe, ProbeSpec
 
 from .conftest import DaemonFactory
 from .fakellm import FakeLLM
-from .harness import REPO_ROOT, DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
+from .harness import (
+    REPO_ROOT,
+    DaemonProcess,
+    OpenCodeServer,
+    WebhookReceiver,
+    free_port,
+    wait_until,
+)
 from .proxy import PromptSwallowingProxy
 
 PROBE_TITLE = "opencode-watchdog probe"
@@ -316,8 +327,23 @@ def test_status_command_against_a_running_daemon(
 
 def test_status_command_when_no_daemon_answers() -> None:
     """Nothing listening: one line on stderr and exit 3."""
-    from .harness import free_port  # noqa: PLC0415 - only this test needs a closed port
-
     done = status_cli(f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 3
     assert done.stderr.startswith("opencode-watchdog status: cannot read http://127.0.0.1:")
+
+
+def test_a_probe_session_that_grew_large_is_replaced(opencode_server: OpenCodeServer) -> None:
+    """Past its message limit the probe session is replaced by a new one and the old one deleted."""
+
+    async def three_probes() -> list[str | None]:
+        auth = ("opencode", opencode_server.password)
+        async with httpx.AsyncClient(auth=auth, trust_env=False) as client:
+            probe = Probe(client, opencode_server.url, "local", max_messages=2)
+            spec = ProbeSpec(error_grace=0.2)
+            return [(await probe.run(spec)).session_id for _ in range(3)]
+
+    first, second, third = anyio.run(three_probes)
+    assert first == second != third
+    (session,) = probe_sessions(opencode_server)
+    assert session["id"] == third
+    assert [m["info"]["role"] for m in opencode_server.messages(session["id"])] == ["user"]
