@@ -281,8 +281,11 @@ def test_after_a_restart_probe_sessions_are_known_by_title(
     daemon.wait_for_sample("opencode_watchdog_prompts_accepted", SERVER, lambda v: v >= 1)
     time.sleep(3)  # past the 2 s first-response timeout: a counted probe would stall now
     assert daemon.sample("opencode_watchdog_prompts_accepted", SERVER) == 1
-    assert daemon.sample("opencode_watchdog_stalls", SERVER) == 0
-    assert webhook.requests == []
+    # The real prompt may stall on a cold server; nothing about the probe session may appear.
+    (session,) = probe_sessions(opencode_server)
+    about_probes = [r for r in daemon.logs() if r.get("session_id") == session["id"]]
+    assert about_probes == []
+    assert all(body["session_id"] == real for body in webhook.bodies)
 
 
 def test_status_command_against_a_running_daemon(
