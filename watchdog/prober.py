@@ -208,7 +208,13 @@ class Prober:
             await self._sleep(self.interval)
 
     async def probe_server(self, server: ServerConfig) -> None:
-        """Probe one server with each shape in turn."""
+        """Probe one server with each shape in turn; a bug here is logged, never fatal."""
+        try:
+            await self._probe_server(server)
+        except Exception:
+            log.exception("probe.crashed", server=server.name)
+
+    async def _probe_server(self, server: ServerConfig) -> None:
         auth = httpx.BasicAuth(server.username, server.password) if server.password else None
         async with httpx.AsyncClient(
             transport=self._transport, auth=auth, timeout=httpx.Timeout(10.0, read=30.0)

@@ -16,7 +16,7 @@ from watchdog.decode_v1 import decode_line
 from watchdog.events import Event, Ignored, Malformed, SessionSeen, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.probe import ProbeSessions, find_probe_sessions
-from watchdog.reconcile import read_snapshots
+from watchdog.reconcile import MAX_DIRECTORIES, read_snapshots
 from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
 from watchdog.tracker import Tracker
 from watchdog.transitions import PromptState, Transition
@@ -148,7 +148,9 @@ class ServerWatch:
             # After a restart the probe's sessions are known again by their title, before any
             # snapshot of them could reach the tracker.
             await find_probe_sessions(
-                self._api, [None, *self.tracker.directories()], self.probe_sessions
+                self._api,
+                [None, *self.tracker.directories()][:MAX_DIRECTORIES],
+                self.probe_sessions,
             )
             try:
                 snapshots = await read_snapshots(
