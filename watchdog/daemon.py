@@ -21,7 +21,7 @@ from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
-from watchdog.probe import ProbeSessions
+from watchdog.probe import ProbeSessions, ProbeSpec
 from watchdog.prober import Prober
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
@@ -120,6 +120,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         notifier: Notifier | None = None,
         reload: Callable[[], Config] | None = None,
+        probe_spec: ProbeSpec | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -150,6 +151,7 @@ class Daemon:
                 sinks=lambda: self.sinks,
                 transport=transport,
                 clock=clock,
+                spec=probe_spec,
             )
 
     @property

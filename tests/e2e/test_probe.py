@@ -14,7 +14,9 @@ import anyio
 import httpx
 import pytest
 
-from watchdog.probe import Probe, ProbeSpec
+from watchdog.config import Config, ServerConfig
+from watchdog.daemon import Daemon
+from watchdog.probe import Probe, ProbeResult, ProbeSpec, Shape, Step
 
 from .conftest import DaemonFactory
 from .fakellm import FakeLLM
@@ -350,3 +352,46 @@ def test_a_probe_session_that_grew_large_is_replaced(opencode_server: OpenCodeSe
     (session,) = probe_sessions(opencode_server)
     assert session["id"] == third
     assert [m["info"]["role"] for m in opencode_server.messages(session["id"])] == ["user"]
+
+
+def test_the_daemons_probe_hears_the_server_error_on_the_daemons_stream(
+    opencode_server: OpenCodeServer,
+) -> None:
+    """Inside the daemon a probe listens on the watch's stream: the unknown agent's error arrives there."""
+
+    async def probe_in_daemon() -> ProbeResult:
+        server = ServerConfig("local", opencode_server.url, "opencode", opencode_server.password)
+        config = Config(servers=(server,), listen_port=0, probe_interval=60.0)
+        transport = _CountingTransport()
+        daemon = Daemon(config, transport=transport, probe_spec=ProbeSpec(agent="no-such-agent"))
+        assert daemon.prober is not None
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            with anyio.fail_after(30):
+                while ("local", Shape.CURRENT) not in daemon.prober.latest:
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert daemon.probe_sessions["local"].listeners == []
+        # One event stream in all: the watch's. The probe opened none of its own.
+        assert transport.paths.count("/global/event") == 1
+        return daemon.prober.latest[("local", Shape.CURRENT)]
+
+    result = anyio.run(probe_in_daemon)
+    assert result.failed_step is Step.STORED
+    assert result.reason is not None
+    assert 'session.error UnknownError: Agent not found: "no-such-agent"' in result.reason
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """The real HTTP transport, noting the path of every request."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
