@@ -72,6 +72,7 @@ def test_rules_file_has_alerts_and_recording_rules() -> None:
         "OpenCodeWatchdogStreamDown",
         "OpenCodeWatchdogDown",
         "OpenCodePromptsRetrying",
+        "OpenCodeProbeFailed",
     }
     assert any("record" in rule for rule in load_rules())
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from watchdog import __version__
+from watchdog import __version__, probe_cli, statusview
 from watchdog.config import ConfigError, RawOptions, load
 from watchdog.logs import configure
 from watchdog.sdnotify import Notifier
@@ -112,6 +112,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML with tls_server_config and basic_auth_users for --listen (exporter-toolkit keys)",
     )
+    run.add_argument(
+        "--probe-interval",
+        metavar="DURATION",
+        help="send an admission probe to each server this often (default: no probes)",
+    )
+    run.add_argument(
+        "--probe-shape",
+        action="append",
+        default=[],
+        choices=("current", "legacy"),
+        help="payload shape of the probes, repeatable (default current)",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -121,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
         "--hold", action="store_true", help="keep serving /metrics after the replay until Ctrl-C"
     )
     demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    probe_cli.add_parser(sub)
+    statusview.add_parser(sub)
     return top
 
 
@@ -134,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(args.log_format, "info", sys.stdout)
         try:
             return run_demo(args.listen, hold=args.hold)
+        except ConfigError as exc:
+            return _config_error(exc)
+    if args.command == "status":
+        return statusview.main(args)
+    if args.command == "probe":
+        try:
+            return probe_cli.main(args, environ)
         except ConfigError as exc:
             return _config_error(exc)
     if args.command != "run":
@@ -159,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_grace=args.shutdown_grace,
         ca_file=args.ca_file,
         web_config=args.web_config,
+        probe_interval=args.probe_interval,
+        probe_shapes=args.probe_shape,
     )
     try:
         config = load(options, environ)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from watchdog.probe import Shape
 from watchdog.tracker import Timeouts
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class Config:
     # Things worth a warning at start-up that do not stop it (a password file others can read).
     warnings: tuple[str, ...] = ()
     web: WebConfig | None = None  # TLS and basic auth for --listen
+    probe_interval: float | None = None  # None: the admission probe does not run
+    probe_shapes: tuple[Shape, ...] = (Shape.CURRENT,)
 
 
 @dataclass(slots=True)
@@ -123,6 +126,8 @@ class RawOptions:
     shutdown_grace: str | None = None
     ca_file: str | None = None
     web_config: str | None = None
+    probe_interval: str | None = None
+    probe_shapes: list[str] = field(default_factory=list)
 
 
 _FILE_KEYS = {
@@ -145,6 +150,8 @@ _FILE_KEYS = {
     "log_format",
     "log_level",
     "servers",
+    "probe_interval",
+    "probe_shape",
 }
 _SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file"}
 
@@ -203,6 +210,7 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
     servers = tuple(
         s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
     )
+    probe_found = pick(options.probe_interval, "probe_interval")
     return Config(
         web=_web(options, environ, file, config_path),
         servers=servers,
@@ -219,6 +227,8 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         headers_timeout=headers_timeout,
         shutdown_grace=shutdown_grace,
         warnings=tuple(dict.fromkeys(warnings)),
+        probe_interval=parse_duration(*probe_found) if probe_found else None,
+        probe_shapes=_probe_shapes(options.probe_shapes, environ, file, config_path),
     )
 
 
@@ -446,6 +456,28 @@ def _urls(
     else:
         return ()
     return tuple(_check_sink_url(option, v) for v in values)
+
+
+def _probe_shapes(
+    flags: Sequence[str],
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    config_path: str | None,
+) -> tuple[Shape, ...]:
+    env_key = f"{ENV_PREFIX}PROBE_SHAPE"
+    option, values = "--probe-shape", list(flags)
+    if not values and environ.get(env_key):
+        option, values = env_key, environ[env_key].replace(",", " ").split()
+    elif not values and "probe_shape" in file:
+        option = f"{config_path}: probe_shape"
+        raw = file["probe_shape"]
+        values = [raw] if isinstance(raw, str) else raw
+    if not values:
+        return (Shape.CURRENT,)
+    allowed = [s.value for s in Shape]
+    if not isinstance(values, list) or not all(v in allowed for v in values):
+        raise ConfigError(option, f"expected {' or '.join(allowed)} (or a list of them)")
+    return tuple(dict.fromkeys(Shape(v) for v in values))
 
 
 def _check_sink_url(option: str, url: str) -> str:

@@ -19,11 +19,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from prometheus_client import CollectorRegistry
 
 from watchdog import __version__
+from watchdog.alert import iso
 from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.logs import report_suppressed
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
+from watchdog.probe import ProbeSessions, ProbeSpec
+from watchdog.prober import Prober
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
@@ -131,6 +134,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         notifier: Notifier | None = None,
         reload: Callable[[], Config] | None = None,
+        probe_spec: ProbeSpec | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -143,6 +147,7 @@ class Daemon:
         self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
         self._followers: dict[str, _Follower] = {}
         self._warned: set[str] = set()
+        self.probe_sessions: dict[str, ProbeSessions] = {}
         self.watches: list[ServerWatch] = [
             self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
             for server in config.servers
@@ -150,6 +155,19 @@ class Daemon:
         self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
         self.endpoint = Endpoint(self.registry, self.health, self.status, web=config.web)
+        self.prober: Prober | None = None
+        if config.probe_interval is not None:
+            self.prober = Prober(
+                lambda: self.config.servers,
+                lambda name: self.probe_sessions.setdefault(name, ProbeSessions()),
+                interval=config.probe_interval,
+                shapes=config.probe_shapes,
+                registry=self.registry,
+                sinks=lambda: self.sinks,
+                transport=transport,
+                clock=clock,
+                spec=probe_spec,
+            )
 
     @property
     def sinks(self) -> list[Sink]:
@@ -201,6 +219,7 @@ class Daemon:
             reschedule=self.timers_poke,
             clock=self.clock,
             liveness=liveness,
+            probe_sessions=self.probe_sessions.setdefault(server.name, ProbeSessions()),
         )
 
     def _alerting(self, config: Config) -> _Alerting:
@@ -276,10 +295,13 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The `/status` document."""
         now = self.clock()
+        servers = [w.describe(now) for w in self.watches]
+        for server in servers:
+            server["probes"] = self.prober.describe(server["server"]) if self.prober else []
         return {
             "version": __version__,
-            "now": now,
-            "servers": [w.describe(now) for w in self.watches],
+            "now": iso(now),
+            "servers": servers,
         }
 
     async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -319,6 +341,8 @@ class Daemon:
                 for watch in self.watches:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
                 tg.start_soon(self._supervised, "timers", self.timers.run)
+                if self.prober is not None:
+                    tg.start_soon(self._supervised, "prober", self.prober.run)
                 tg.start_soon(self._signals, tg.cancel_scope)
                 tg.start_soon(self._report_suppressed_logs)
                 tg.start_soon(self._systemd)

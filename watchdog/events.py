@@ -45,6 +45,7 @@ class SessionSeen:
     session_id: str
     parent_session_id: str | None
     directory: str | None = None
+    title: str | None = None  # lets the watch recognise the admission probe's own sessions
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,13 @@ from typing import Any
 import anyio
 import structlog
 
+from watchdog.alert import iso
 from watchdog.backoff import Backoff
 from watchdog.decode_v1 import decode_line, event_time
-from watchdog.events import Event, Heartbeat, Ignored, Malformed, StreamConnected
+from watchdog.events import Event, Heartbeat, Ignored, Malformed, SessionSeen, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
-from watchdog.reconcile import read_snapshots
+from watchdog.probe import ProbeSessions, find_probe_sessions
+from watchdog.reconcile import MAX_DIRECTORIES, read_snapshots
 from watchdog.source import (
     AuthError,
     EventSource,
@@ -74,12 +76,16 @@ class ServerWatch:
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         liveness: float | None = None,
+        probe_sessions: ProbeSessions | None = None,
     ) -> None:
         self.name = name
+        # The admission probe's own sessions: their events never reach the tracker.
+        self.probe_sessions = probe_sessions if probe_sessions is not None else ProbeSessions()
         self.url = url
         self.source = source
         self.tracker = tracker
         self.status = StreamStatus()
+        self.probe_sessions.stream_up = lambda: self.status.state is StreamState.UP
         self._metrics = metrics
         self._dispatch = dispatch
         self._reschedule = reschedule
@@ -159,6 +165,11 @@ class ServerWatch:
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
+        if self._is_probe(event):
+            self.probe_sessions.publish(
+                data, directory_scoped=self.source.path is StreamPath.DIRECTORY
+            )
+            return True
         self._dispatch(self.tracker.feed(event, now))
         if self.tracker.deadline_may_be_earlier:
             self._reschedule()
@@ -181,6 +192,13 @@ class ServerWatch:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted = anyio.Event()
             taken_at = self._clock()
+            # After a restart the probe's sessions are known again by their title, before any
+            # snapshot of them could reach the tracker.
+            await find_probe_sessions(
+                self._api,
+                [None, *self.tracker.directories()][:MAX_DIRECTORIES],
+                self.probe_sessions,
+            )
             try:
                 snapshots = await read_snapshots(
                     self._api,
@@ -194,6 +212,8 @@ class ServerWatch:
                 continue
             before = self.tracker.pending_count
             for snapshot in snapshots:
+                if self._is_probe(snapshot):
+                    continue
                 self._dispatch(self.tracker.feed(snapshot, self._clock()))
             self._reschedule()
             log.info(
@@ -229,8 +249,8 @@ class ServerWatch:
             "stream": {
                 "state": self.status.state.value,
                 "path": self.status.path,
-                "since": self.status.since,
-                "last_event_at": self.status.last_event_at,
+                "since": _iso(self.status.since),
+                "last_event_at": _iso(self.status.last_event_at),
                 "last_error": self.status.last_error,
                 "reconnects": self.status.reconnects,
             },
@@ -240,13 +260,20 @@ class ServerWatch:
                     "session_id": p.ref.session_id,
                     "message_id": p.ref.message_id,
                     "directory": p.ref.directory,
-                    "accepted_at": p.ref.accepted_at,
                     "state": p.state.value,
                     "age_seconds": round(p.age, 3),
+                    "accepted_at": iso(p.ref.accepted_at),
                 }
                 for p in self.tracker.pending(now)
             ],
         }
+
+    def _is_probe(self, event: Event) -> bool:
+        """Whether the event concerns one of the admission probe's sessions (marked on sight)."""
+        if isinstance(event, SessionSeen) and ProbeSessions.is_probe_title(event.title):
+            self.probe_sessions.add(event.session_id)
+        session_id = getattr(event, "session_id", None)
+        return session_id is not None and session_id in self.probe_sessions
 
     def _count(self, event: Event) -> None:
         match event:
@@ -278,3 +305,7 @@ class ServerWatch:
         self.status.state = state
         self.status.since = self._clock()
         self.status.last_error = error
+
+
+def _iso(ts: float | None) -> str | None:
+    return iso(ts) if ts is not None else None

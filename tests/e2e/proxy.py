@@ -1,9 +1,13 @@
-"""A loopback TCP proxy that can stop forwarding while keeping connections open (a silent stream)."""
+"""Loopback proxies for fault injection: a TCP one that can go silent, an HTTP one that swallows prompts."""
 
 from __future__ import annotations
 
 import socket
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
 
 from .harness import free_port
 
@@ -80,3 +84,87 @@ class FreezingProxy:
                 dst.sendall(data)
             except OSError:
                 return
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class PromptSwallowingProxy:
+    """A fault-injecting HTTP proxy in front of a real server (127.0.0.1 both sides).
+
+    It forwards every request and streams every answer (event streams included), except that
+    while ``swallowing`` is true it answers each ``POST .../prompt_async`` with 204 itself and
+    forwards nothing: to a client, a server that accepts prompts and then does nothing at all.
+    """
+
+    def __init__(self, upstream_url: str) -> None:
+        self.upstream_url = upstream_url.rstrip("/")
+        self.swallowing = True
+        self.swallowed = 0
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=60.0), trust_env=False)
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # bodies end when the connection closes
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                owner._forward(self)
+
+            def do_POST(self) -> None:
+                owner._forward(self)
+
+            def do_DELETE(self) -> None:
+                owner._forward(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _forward(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        path = handler.path
+        if (
+            self.swallowing
+            and handler.command == "POST"
+            and path.split("?", 1)[0].endswith("/prompt_async")
+        ):
+            self.swallowed += 1
+            handler.send_response(204)
+            handler.end_headers()
+            return
+        headers = {
+            k: v
+            for k, v in handler.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "accept-encoding"
+        }
+        try:
+            with self._client.stream(
+                handler.command, self.upstream_url + path, headers=headers, content=body
+            ) as upstream:
+                handler.send_response(upstream.status_code)
+                for key, value in upstream.headers.items():
+                    if key.lower() not in _HOP_BY_HOP:
+                        handler.send_header(key, value)
+                handler.end_headers()
+                for chunk in upstream.iter_raw():
+                    handler.wfile.write(chunk)
+                    handler.wfile.flush()
+        except (httpx.HTTPError, OSError):
+            return
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self._server.server_close()
+        self._client.close()

@@ -13,7 +13,7 @@ import pytest
 
 from .conftest import DaemonFactory
 from .harness import PATIENCE, OpenCodeServer, WebhookReceiver, opencode_id, wait_until
-from .test_scenarios import CALM, SERVER, alert, eager, expect, settle, timeouts, watch
+from .test_scenarios import CALM, SERVER, _seconds, alert, eager, expect, settle, timeouts, watch
 
 
 def post_prompt(server: OpenCodeServer, session: str, **body: Any) -> int:
@@ -174,7 +174,7 @@ def test_live_and_recovered_prompts_agree_on_their_acceptance_time(
     def accepted_at(daemon: Any) -> float | None:
         for p in daemon.status()["servers"][0]["pending"]:
             if p["message_id"] == message:
-                return float(p["accepted_at"])
+                return _seconds(p["accepted_at"])
         return None
 
     seen = wait_until(lambda: accepted_at(live), PATIENCE, "the live prompt in /status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from .conftest import DaemonFactory, Measure
@@ -263,9 +264,9 @@ def test_permission_wait_longer_than_the_timeouts_is_no_stall(
     request = opencode_server.wait_for_permission(session)
     daemon.wait_for_sample("opencode_watchdog_prompts_pending", {**SERVER, "state": "blocked"})
     # Stay blocked well past every timeout, checking that nothing fires meanwhile.
-    blocked_since = daemon.status()["now"]
+    blocked_since = _seconds(daemon.status()["now"])
     wait_until(
-        lambda: daemon.status()["now"] - blocked_since > 3 * quick or None,
+        lambda: _seconds(daemon.status()["now"]) - blocked_since > 3 * quick or None,
         6 * quick,
         "three timeouts",
     )
@@ -314,3 +315,8 @@ def test_twenty_concurrent_sessions_with_mixed_outcomes(
         | {("inactive", s) for s in sessions[12:16]}
         | {("dropped", s) for s in sessions[16:]}
     )
+
+
+def _seconds(iso_time: str) -> float:
+    """Seconds since the epoch of a /status time (ISO 8601, UTC)."""
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()

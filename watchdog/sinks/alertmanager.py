@@ -43,7 +43,8 @@ _FIRING_KINDS = (StallKind.NO_RESPONSE, StallKind.INACTIVE)
 
 _ALERT_NAMES = {StallKind.DROPPED: DROPPED_ALERT, StallKind.FAILED: FAILED_ALERT}
 
-_Identity = tuple[str, str, str | None, StallKind]  # server, session, message, kind
+# server, session, message (empty for a prompt never stored), kind; or ("probe", server, shape)
+_Identity = tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ def auth_headers(
 
 
 def _identity(ref: PromptRef, kind: StallKind) -> _Identity:
-    return (ref.server, ref.session_id, ref.message_id, kind)
+    return (ref.server, ref.session_id, ref.message_id or "", kind.value)
 
 
 def _labels(ref: PromptRef, kind: StallKind) -> dict[str, str]:
@@ -195,6 +196,24 @@ class AlertmanagerSink:
                     ref = transition.prompt
                     what = f"{kind.value}/resolved {ref.server} {ref.session_id} {ref.message_id}"
                     self._resolve(identity, what)
+
+    def fire_alert(
+        self,
+        key: tuple[str, ...],
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        *,
+        starts_at: float,
+        what: str,
+    ) -> None:
+        """Fire an alert that is not about one prompt (a failed probe); re-sent until resolved."""
+        firing = _Firing(labels=labels, annotations=annotations, starts_at=starts_at, what=what)
+        self.active[key] = firing
+        self._post([self._alert(firing, self._clock() + self.validity)], what)
+
+    def resolve_alert(self, key: tuple[str, ...], what: str) -> None:
+        """Resolve an alert fired with ``fire_alert``."""
+        self._resolve(key, what)
 
     async def run(self) -> None:
         """Re-send every firing alert each ``resend_interval``, until cancelled."""
