@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="watch one or more OpenCode servers (the service)")
+    run.set_defaults(usage_of=run)
     run.add_argument(
         "--server",
         action="append",
@@ -81,17 +82,27 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
     demo = sub.add_parser("demo", help="replay a bundled recording with a stalled prompt")
-    demo.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT")
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where to serve the page and /metrics (default: a free port on 127.0.0.1)",
+    )
     demo.add_argument(
         "--hold", action="store_true", help="keep serving /metrics after the replay until Ctrl-C"
     )
     demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
+    demo.set_defaults(usage_of=demo)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        # A subcommand's unknown flag gets that subcommand's usage, not the top-level one.
+        getattr(args, "usage_of", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     environ = dict(os.environ)
     if args.command == "demo":
         from watchdog.demo import run_demo  # noqa: PLC0415 - only the demo needs its recording

@@ -20,6 +20,7 @@ from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
+from watchdog.recent import RecentIncidents
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
@@ -39,6 +40,8 @@ SHUTDOWN_GRACE = 0.5  # pending alert deliveries get this long on SIGTERM
 DELIVERY_RESULTS = ("delivered", "retried", "failed", "dropped")
 # OpenCode sends a heartbeat every 10 s: a shorter liveness window reopens healthy streams.
 HEARTBEAT_INTERVAL = 10.0
+# Every request (stream, REST, webhook, Alertmanager) names us, so server and proxy logs can tell.
+USER_AGENT = f"opencode-watchdog/{__version__}"
 
 
 class Timers:
@@ -126,7 +129,12 @@ class Daemon:
         self._notifier = notifier or Notifier()
         self._reload = reload
         self._tg: TaskGroup | None = None
-        self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
+        self._sink_client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(10.0),
+            headers={"user-agent": USER_AGENT},
+        )
+        self.recent = RecentIncidents()
         self._followers: dict[str, _Follower] = {}
         self.watches: list[ServerWatch] = [
             self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
@@ -139,14 +147,17 @@ class Daemon:
     @property
     def sinks(self) -> list[Sink]:
         """Every sink, in delivery order."""
-        return [self.metrics, _LOG_SINK, *self.alerting.sinks]
+        return [self.metrics, _LOG_SINK, self.recent, *self.alerting.sinks]
 
     def _watch(self, server: ServerConfig, liveness: float, tracker: Tracker) -> ServerWatch:
         auth = httpx.BasicAuth(server.username, server.password) if server.password else None
         # The read timeout is the liveness window: OpenCode sends a heartbeat every 10 s, so a
         # stream (or a server still booting) that sends nothing for longer is dead.
         client = httpx.AsyncClient(
-            transport=self._transport, auth=auth, timeout=httpx.Timeout(10.0, read=liveness)
+            transport=self._transport,
+            auth=auth,
+            timeout=httpx.Timeout(10.0, read=liveness),
+            headers={"user-agent": USER_AGENT},
         )
         self._followers[server.name] = _Follower(server, liveness, client)
         self.metrics.register_server(server.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -17,8 +17,9 @@ import anyio
 import httpx
 import structlog
 
-from watchdog.config import Config, ServerConfig, parse_listen
+from watchdog.config import Config, ConfigError, ServerConfig, parse_listen
 from watchdog.daemon import Daemon
+from watchdog.recent import Incident
 from watchdog.replay import event_id_time
 from watchdog.tracker import Timeouts
 
@@ -78,7 +79,16 @@ class DemoServer:
         return httpx.MockTransport(self._handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/global/event":
+        path = request.url.path
+        # The REST reads the daemon makes after connecting, answered as a fresh OpenCode
+        # 1.18.33 answers them: nothing runs yet, nobody waits on a permission or question.
+        if path in ("/project", "/permission", "/question") or (
+            path.startswith("/session/") and path.endswith("/message")
+        ):
+            return httpx.Response(200, json=[])
+        if path == "/session/status":
+            return httpx.Response(200, json={})
+        if path != "/global/event":
             return httpx.Response(404)
         body = self._heartbeats() if self._played else self._play()
         self._played = True
@@ -101,10 +111,56 @@ class DemoServer:
             yield HEARTBEAT
 
 
+SUMMARY_SERIES = (
+    "opencode_watchdog_prompts_accepted_total",
+    "opencode_watchdog_prompts_completed_total",
+    "opencode_watchdog_stalls_total",
+    "opencode_watchdog_prompts_pending",
+)
+# The timeout behind each kind, to say why it fired; kinds without one are reported at once.
+_TIMEOUT_OF = {"no_response": "first_response", "inactive": "inactivity"}
+
+
+def summary(incidents: Sequence[Incident], timeouts: Timeouts) -> str:
+    """What the demo detected and why, oldest first, one short line per stall."""
+    lines = [f"\n# DEMO summary: {len(incidents)} stall(s) detected"]
+    for item in reversed(incidents):
+        limit = _TIMEOUT_OF.get(item.kind)
+        why = item.why + (f" ({getattr(timeouts, limit):g} s)" if limit else "")
+        if item.outcome:
+            end = f"then {item.outcome}"
+        elif item.resolved_at is not None:
+            end = "resolved"
+        else:
+            end = "still firing"
+        reason = f" [{item.reason}]" if item.reason else ""
+        lines.append(
+            f"#  {item.kind:<12} after {item.waited:4.1f} s: {why}{reason}; {end}."
+            f" session {item.session_id}"
+        )
+    return "\n".join(lines)
+
+
 def run_demo(listen: str, *, hold: bool) -> int:
     """Run the demo; returns the exit code."""
     host, port = parse_listen("--listen", listen)
-    return anyio.run(_demo, host, port, hold)
+    try:
+        return anyio.run(_demo, host, port, hold)
+    except BaseExceptionGroup as group:
+        # A busy --listen port surfaces from inside the task group; it is one line, exit 2.
+        found = _config_error(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _config_error(group: BaseExceptionGroup[BaseException]) -> ConfigError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ConfigError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _config_error(exc)) is not None:
+            return found
+    return None
 
 
 async def _demo(host: str, port: int, hold: bool) -> int:
@@ -116,27 +172,25 @@ async def _demo(host: str, port: int, hold: bool) -> int:
         timeouts=DEMO_TIMEOUTS,
     )
     daemon = Daemon(config, transport=server.transport())
-    log.warning(
+    log.info(
         "demo.start",
         note="DEMO: a simulated OpenCode server replays bundled captures; timeouts are 2 s",
-        metrics=f"http://{host}:{port}/metrics",
     )
     async with anyio.create_task_group() as tg:
         bound = await tg.start(daemon.run)
+        log.info("demo.serving", page=f"http://{host}:{bound}/")
         await server.finished.wait()
         await anyio.sleep(0.5)
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://{host}:{bound}/metrics")).text
-        summary = [
+        print(summary(daemon.recent.latest(), DEMO_TIMEOUTS), flush=True)
+        series = [
             line
             for line in text.splitlines()
-            if line.startswith("opencode_watchdog_")
-            and "_bucket" not in line
-            and "_created" not in line
-            and not line.endswith(" 0.0")
+            if line.startswith(SUMMARY_SERIES) and not line.endswith(" 0.0")
         ]
-        print(f"\n# DEMO metrics (non-zero series) from http://{host}:{bound}/metrics", flush=True)
-        print("\n".join(summary), file=sys.stdout, flush=True)
+        print(f"# metrics (non-zero) from http://{host}:{bound}/metrics:", flush=True)
+        print("\n".join(series), file=sys.stdout, flush=True)
         if hold:
             print(f"# serving http://{host}:{bound}/metrics until Ctrl-C", flush=True)
         else:
