@@ -52,6 +52,10 @@ def test_demo_prints_nothing_misleading_and_ends_with_a_summary() -> None:
     assert "inactive" in summary[2]
     assert "still firing" in summary[2]
     assert 'opencode_watchdog_stalls_total{kind="inactive",server="demo"} 1.0' in done.stdout
+    # The same bundled recording through `replay` on a virtual clock sees the same two stalls.
+    replayed = done.stdout[done.stdout.index("# The same recording replayed") :]
+    assert "stalls: no_response 1, inactive 1\n" in replayed
+    assert "outcomes: answered 1, aborted 1, still pending 1\n" in replayed
 
 
 def test_demo_on_a_busy_port_is_one_line_and_exit_2() -> None:

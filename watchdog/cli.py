@@ -10,9 +10,10 @@ from collections.abc import Sequence
 import anyio
 
 from watchdog import __version__
-from watchdog.config import ConfigError, RawOptions, load
+from watchdog.config import ConfigError, RawOptions, load, parse_duration
 from watchdog.logs import configure
 from watchdog.sdnotify import Notifier
+from watchdog.tracker import Timeouts
 
 EXIT_CONFIG = 2
 
@@ -81,6 +82,33 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
+    run.add_argument(
+        "--record",
+        metavar="FILE",
+        help="append every received event to FILE as JSON lines, for `replay` (rotates at 64 MiB)",
+    )
+    run.add_argument(
+        "--record-text",
+        action="store_true",
+        help="keep prompt and reply text in the recording (stripped by default)",
+    )
+    replay = sub.add_parser(
+        "replay",
+        help="replay a recording (run --record) or capture: stalls, latencies, timeout sweep",
+    )
+    replay.set_defaults(usage_of=replay)
+    replay.add_argument("files", nargs="+", metavar="FILE", help="recording(s), oldest first")
+    replay.add_argument("--first-response-timeout", default="300s", metavar="DURATION")
+    replay.add_argument("--inactivity-timeout", default="300s", metavar="DURATION")
+    replay.add_argument("--tool-timeout", default="1800s", metavar="DURATION")
+    replay.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="D[,D...]",
+        help="candidate timeouts: each is replayed as the first-response and inactivity timeout",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="replay a bundled recording with a stalled prompt")
     demo.add_argument(
         "--listen",
@@ -112,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.listen, hold=args.hold)
         except ConfigError as exc:
             return _config_error(exc)
+    if args.command == "replay":
+        return _replay(args)
     if args.command != "run":
         parser().print_help()
         return EXIT_CONFIG
@@ -128,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         config=args.config,
+        record=args.record,
+        record_text=args.record_text,
     )
     try:
         config = load(options, environ)
@@ -150,6 +182,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_error(exc)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from watchdog.replay import replay_files  # noqa: PLC0415 - only replay needs it
+
+    try:
+        timeouts = Timeouts(
+            first_response=parse_duration("--first-response-timeout", args.first_response_timeout),
+            inactivity=parse_duration("--inactivity-timeout", args.inactivity_timeout),
+            tool=parse_duration("--tool-timeout", args.tool_timeout),
+        )
+        candidates = [
+            parse_duration("--sweep", value)
+            for given in args.sweep
+            for value in given.split(",")
+            if value.strip()
+        ]
+        print(replay_files(args.files, timeouts, candidates, as_json=args.json))
+    except ConfigError as exc:
+        return _config_error(exc)
+    except OSError as exc:
+        return _config_error(ConfigError("FILE", f"cannot read {exc.filename}: {exc.strerror}"))
     return 0
 
 

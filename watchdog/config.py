@@ -63,6 +63,8 @@ class Config:
     alertmanagers: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
+    record: str | None = None  # `--record FILE`: append every received event (a restart applies it)
+    record_text: bool = False  # keep prompt and reply text in the recording
 
 
 @dataclass(slots=True)
@@ -81,6 +83,8 @@ class RawOptions:
     log_format: str | None = None
     log_level: str | None = None
     config: str | None = None
+    record: str | None = None
+    record_text: bool = False
 
 
 _FILE_KEYS = {
@@ -95,6 +99,8 @@ _FILE_KEYS = {
     "log_format",
     "log_level",
     "servers",
+    "record",
+    "record_text",
 }
 _SERVER_KEYS = {"name", "url", "username", "password_file"}
 
@@ -146,7 +152,32 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         alertmanagers=_urls(options.alertmanagers, "alertmanager", environ, file, config_path),
         log_format=log_format,
         log_level=log_level,
+        record=_record_path(pick(options.record, "record")),
+        record_text=_flag(pick("1" if options.record_text else None, "record_text")),
     )
+
+
+def _record_path(found: tuple[str, Any] | None) -> str | None:
+    if found is None:
+        return None
+    option, value = found
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(option, f"expected a file path, got {value!r}")
+    return value
+
+
+def _flag(found: tuple[str, Any] | None) -> bool:
+    if found is None:
+        return False
+    option, value = found
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(option, f"expected true or false, got {value!r}")
 
 
 def parse_duration(option: str, value: object) -> float:

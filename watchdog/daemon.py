@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
 from watchdog.recent import RecentIncidents
+from watchdog.record import Recorder
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
@@ -135,6 +137,7 @@ class Daemon:
             headers={"user-agent": USER_AGENT},
         )
         self.recent = RecentIncidents()
+        self.recorder = _recorder(config)
         self._followers: dict[str, _Follower] = {}
         self.watches: list[ServerWatch] = [
             self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
@@ -171,7 +174,14 @@ class Daemon:
             dispatch=self.dispatch,
             reschedule=self.timers_poke,
             clock=self.clock,
+            record=self._record_for(server.name),
         )
+
+    def _record_for(self, server: str) -> Callable[[str, str, float], None] | None:
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        return lambda stream, data, at: recorder.write(server, stream, data, at)
 
     def _alerting(self, config: Config) -> _Alerting:
         sinks: list[Sink] = []
@@ -293,6 +303,8 @@ class Daemon:
                 for follower in self._followers.values():
                     await follower.client.aclose()
                 await self._sink_client.aclose()
+                if self.recorder is not None:
+                    self.recorder.close()
                 log.info("daemon.stopped")
 
     async def _follow(self, watch: ServerWatch, follower: _Follower) -> None:
@@ -406,6 +418,20 @@ class Daemon:
             # Ping only while the timer loop still turns: a wedged daemon gets restarted.
             if time.monotonic() - self.timers.last_turn < max(interval, 2 * MAX_TIMER_SLEEP):
                 self._notifier.watchdog_ping()
+
+
+def _recorder(config: Config) -> Recorder | None:
+    """The `--record` file, opened now so a bad path is a start-up error, not a silent loss."""
+    if config.record is None:
+        return None
+    recorder = Recorder(Path(config.record), text=config.record_text)
+    try:
+        recorder.open()
+    except OSError as exc:
+        raise ConfigError(
+            "--record", f"cannot write {config.record}: {exc.strerror or exc}"
+        ) from None
+    return recorder
 
 
 _LOG_SINK = LogSink()

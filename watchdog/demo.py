@@ -1,8 +1,10 @@
-"""`opencode-watchdog demo`: the real daemon against a simulated server replaying bundled captures.
+"""`opencode-watchdog demo`: the real daemon against a simulated server playing a bundled recording.
 
-The captures (from a real `opencode serve` 1.18.33) hold a normal reply, a prompt that hangs and is
-aborted, and a reply that goes silent mid-way. The demo plays them with short timeouts so a stall,
-its resolution and a still-firing stall all show within about twenty seconds.
+The recording (`demo_data/demo.record.jsonl`, in the format `run --record` writes, built by
+scripts/make-demo-recording.py from captures of a real `opencode serve` 1.18.33) holds a normal
+reply, a prompt that hangs and is aborted, and a reply that goes silent mid-way. The demo plays it
+at its recorded pace with 2 s timeouts, so a stall, its resolution and a still-firing stall show
+within about fifteen seconds; then it replays the same file on a virtual clock, as `replay` does.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ import structlog
 from watchdog.config import Config, ConfigError, ServerConfig, parse_listen
 from watchdog.daemon import Daemon
 from watchdog.recent import Incident
-from watchdog.replay import event_id_time
+from watchdog.replay import analyse, read_recording, render_text, sweep
 from watchdog.tracker import Timeouts
 
 log = structlog.get_logger("watchdog.demo")
 
-SCENARIOS = ("normal", "abort", "hang-mid")
+RECORDING = "demo.record.jsonl"
 DEMO_TIMEOUTS = Timeouts(first_response=2.0, inactivity=2.0, tool=10.0)
-MAX_GAP = 3.0  # long recorded silences are shortened, but stay longer than the demo timeouts
-BETWEEN = 0.5
+SWEEP = (1.0, 2.0, 5.0)
 HEARTBEAT = b'data: {"payload":{"id":"evt_demo","type":"server.heartbeat","properties":{}}}\n\n'
 
 
@@ -40,32 +41,33 @@ class Frame:
     raw: bytes
 
 
+def recording_lines() -> list[str]:
+    """The bundled recording, one JSON record per line."""
+    text = resources.files("watchdog").joinpath("demo_data", RECORDING).read_text(encoding="utf-8")
+    return text.splitlines()
+
+
 def playlist() -> list[Frame]:
-    """The bundled captures as one stream, silences capped at MAX_GAP."""
+    """The recording as SSE frames, each after the recorded gap since the previous one."""
     frames: list[Frame] = []
-    for n, scenario in enumerate(SCENARIOS):
-        text = (
-            resources.files("watchdog")
-            .joinpath("demo_data", f"{scenario}.global-event.sse")
-            .read_text(encoding="utf-8")
-        )
-        previous: float | None = None
-        for line in text.splitlines():
-            if not line.startswith("data: "):
-                continue
-            payload = json.loads(line[6:]).get("payload", {})
-            if n and payload.get("type") == "server.connected":
-                continue  # one connection: only one greeting
-            event_id = payload.get("id") or payload.get("syncEvent", {}).get("id")
-            at = event_id_time(event_id) if isinstance(event_id, str) else None
-            if at is None:
-                at = previous or 0.0
-            delay = (
-                BETWEEN if previous is None and n else min(MAX_GAP, max(0.0, at - (previous or at)))
-            )
-            previous = at
-            frames.append(Frame(delay, (line + "\n\n").encode()))
+    previous: float | None = None
+    for line in recording_lines():
+        record = json.loads(line)
+        at = float(record["at"])
+        delay = 0.0 if previous is None else max(0.0, at - previous)
+        previous = at
+        data = json.dumps(record["data"], separators=(",", ":"))
+        frames.append(Frame(delay, f"data: {data}\n\n".encode()))
     return frames
+
+
+def replayed() -> str:
+    """The same recording through the `replay` path: a virtual clock, the demo's timeouts."""
+    recording = list(read_recording(recording_lines()))
+    report = analyse(recording, DEMO_TIMEOUTS)
+    sweeps = sweep(recording, DEMO_TIMEOUTS, SWEEP)
+    span = recording[-1].at - recording[0].at
+    return render_text(report, sweeps, events=len(recording), span=span, servers=1)
 
 
 class DemoServer:
@@ -174,7 +176,7 @@ async def _demo(host: str, port: int, hold: bool) -> int:
     daemon = Daemon(config, transport=server.transport())
     log.info(
         "demo.start",
-        note="DEMO: a simulated OpenCode server replays bundled captures; timeouts are 2 s",
+        note="a simulated OpenCode server plays a bundled recording; timeouts are 2 s",
     )
     async with anyio.create_task_group() as tg:
         bound = await tg.start(daemon.run)
@@ -191,6 +193,8 @@ async def _demo(host: str, port: int, hold: bool) -> int:
         ]
         print(f"# metrics (non-zero) from http://{host}:{bound}/metrics:", flush=True)
         print("\n".join(series), file=sys.stdout, flush=True)
+        print("\n# The same recording replayed on a virtual clock (opencode-watchdog replay):")
+        print(replayed(), flush=True)
         if hold:
             print(f"# serving http://{host}:{bound}/metrics until Ctrl-C", flush=True)
         else:

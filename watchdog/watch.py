@@ -65,6 +65,7 @@ class ServerWatch:
         clock: Callable[[], float],
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        record: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -82,6 +83,7 @@ class ServerWatch:
         self._reconcile_wanted = anyio.Event()
         self._connections = 0
         self._restarted = False
+        self._record = record  # `run --record`: (stream path, data, receive time)
 
     async def follow(self) -> None:
         """Keep the stream open forever; failures are logged, counted and retried with backoff."""
@@ -111,6 +113,8 @@ class ServerWatch:
     def handle(self, data: str, now: float) -> None:
         """Decode one event and feed it to the tracker."""
         self.status.last_event_at = now
+        if self._record is not None:
+            self._record(self.source.path.value, data, now)
         decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
         if decoded is None:
             return  # a /global/event sync duplicate
