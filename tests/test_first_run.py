@@ -43,7 +43,8 @@ def test_demo_prints_nothing_misleading_and_ends_with_a_summary() -> None:
     assert start["level"] == "info"
     warnings = [(e["event"], e.get("kind")) for e in logs if e["level"] != "info"]
     assert warnings == [("prompt.stalled", "no_response"), ("prompt.stalled", "inactive")]
-    assert "404" not in done.stdout
+    assert "answered HTTP" not in done.stdout
+    assert [e["event"] for e in logs if e["event"].startswith("reconcile.")] == ["reconcile.done"]
     summary = done.stdout[done.stdout.index("# DEMO summary") :].splitlines()
     assert summary[0] == "# DEMO summary: 2 stall(s) detected"
     assert "no_response" in summary[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
+from watchdog.page import PageView, ServerView
+from watchdog.page import render as render_page
 from watchdog.recent import RecentIncidents
 from watchdog.record import Recorder
 from watchdog.sdnotify import Notifier
@@ -145,7 +147,10 @@ class Daemon:
         ]
         self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
-        self.endpoint = Endpoint(self.registry, self.health, self.status)
+        # Issue 11's probes: set this to a callable returning one mapping per probe result and
+        # the status page shows them; None leaves the page's probe section out.
+        self.page_probes: Callable[[], Sequence[Mapping[str, object]]] | None = None
+        self.endpoint = Endpoint(self.registry, self.health, self.status, page=self.page)
 
     @property
     def sinks(self) -> list[Sink]:
@@ -257,6 +262,25 @@ class Daemon:
             "now": now,
             "servers": [w.describe(now) for w in self.watches],
         }
+
+    def page(self) -> bytes:
+        """The HTML status page at `/`."""
+        now = self.clock()
+        servers = [
+            ServerView(
+                name=w.name,
+                url=w.url,
+                state=w.status.state.value,
+                since=w.status.since,
+                last_event_at=w.status.last_event_at,
+                last_error=w.status.last_error,
+                reconnects=w.status.reconnects,
+                pending=w.tracker.pending(now),
+            )
+            for w in self.watches
+        ]
+        probes = self.page_probes() if self.page_probes is not None else None
+        return render_page(PageView(__version__, now, servers, self.recent.latest(), probes=probes))
 
     async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled or SIGTERM/SIGINT; reports the metrics port once listening."""

@@ -52,10 +52,12 @@ class Endpoint:
         registry: CollectorRegistry,
         health: Callable[[], Health],
         status: Callable[[], dict[str, Any]],
+        page: Callable[[], bytes] | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
         self._status = status
+        self._page = page  # the HTML status page at `/` (watchdog/page.py)
 
     @staticmethod
     async def bind(host: str, port: int) -> MultiListener[SocketStream]:
@@ -101,6 +103,8 @@ class Endpoint:
             )
         if path == "/status":
             return 200, "application/json", _json(self._status())
+        if path == "/" and self._page is not None:
+            return 200, "text/html; charset=utf-8", self._page()
         if path == "/":
             return 200, "text/plain", b"opencode-watchdog: /metrics /healthz /status\n"
         return 404, "text/plain", b"not found\n"
