@@ -98,9 +98,18 @@ def parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(usage_of=replay)
     replay.add_argument("files", nargs="+", metavar="FILE", help="recording(s), oldest first")
-    replay.add_argument("--first-response-timeout", default="300s", metavar="DURATION")
-    replay.add_argument("--inactivity-timeout", default="300s", metavar="DURATION")
-    replay.add_argument("--tool-timeout", default="1800s", metavar="DURATION")
+    replay.add_argument(
+        "--first-response-timeout",
+        default="300s",
+        metavar="DURATION",
+        help="as for run (default 300s)",
+    )
+    replay.add_argument(
+        "--inactivity-timeout", default="300s", metavar="DURATION", help="as for run (default 300s)"
+    )
+    replay.add_argument(
+        "--tool-timeout", default="1800s", metavar="DURATION", help="as for run (default 1800s)"
+    )
     replay.add_argument(
         "--sweep",
         action="append",

@@ -196,7 +196,11 @@ async def _demo(host: str, port: int, hold: bool) -> int:
         print("\n# The same recording replayed on a virtual clock (opencode-watchdog replay):")
         print(replayed(), flush=True)
         if hold:
-            print(f"# serving http://{host}:{bound}/metrics until Ctrl-C", flush=True)
+            print(
+                f"# serving the status page http://{host}:{bound}/ and /metrics until Ctrl-C",
+                flush=True,
+            )
         else:
+            print("# `demo --hold` keeps the status page and /metrics up afterwards", flush=True)
             tg.cancel_scope.cancel()
     return 0

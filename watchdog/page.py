@@ -117,7 +117,7 @@ def _pending(view: PageView) -> str:
             + _cell("session", e(ref.session_id), "id")
             + _cell("message", e(ref.message_id), "id")
             + _cell("directory", e(ref.directory), "path")
-            + _cell("model", e(model))
+            + _cell("model", e(model), "nowrap")
             + "</tr>"
         )
     more = (
@@ -150,7 +150,7 @@ def _incidents(view: PageView) -> str:
             + _cell("now", e(now))
             + _cell("server", e(item.server))
             + _cell("session", e(item.session_id), "id")
-            + _cell("model", e(model))
+            + _cell("model", e(model), "nowrap")
             + "</tr>"
         )
     headers = ("kind", "when", "waited", "reason", "now", "server", "session", "model")
@@ -197,6 +197,7 @@ th { font-size: 0.85em; color: var(--muted); font-weight: 600; }
 .waiting, .retrying, .blocked, .connecting { color: var(--warn); }
 .down, .auth_failed, .stalled, .incident .badge { color: var(--bad); }
 nav a { margin-right: 1em; }
+.nowrap { white-space: nowrap; }
 @media (max-width: 700px) {
   thead { display: none; }
   table, tbody, tr, td { display: block; width: 100%; }
