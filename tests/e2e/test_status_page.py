@@ -14,7 +14,7 @@ import pytest
 from tests.pagedom import PageDom
 
 from .conftest import DaemonFactory
-from .harness import OpenCodeServer
+from .harness import OpenCodeServer, wait_until
 
 SERVER = {"server": "local"}
 PHONE = (412, 915)  # CSS pixels of a common Android phone
@@ -79,6 +79,14 @@ def test_status_page_shows_the_stalled_prompt_in_chromium(
     daemon.wait_for_sample(
         "opencode_watchdog_prompts_pending", {**SERVER, "state": "stalled"}, lambda v: v == 1
     )
+
+    # The model is known once OpenCode opens the reply; on a loaded machine that can come after
+    # the stall, so wait for it (as served) before asking the browser.
+    def model_known() -> bool | None:
+        rows = PageDom(daemon.get("/").text).of("prompt")
+        return (len(rows) == 1 and rows[0].cells.get("model") != "-") or None
+
+    wait_until(model_known, 30, "the page to show the prompt's model", 0.1)
 
     dom_text = browse(f"{daemon.base_url}/", tmp_path / "profile", "--dump-dom").stdout
     dom = PageDom(dom_text)
