@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs promtool and Alertmanager from Debian's packages when missing, leaving no daemon running.
+# Installs promtool, Alertmanager and Chromium from Debian's packages when missing, leaving no
+# daemon running.
 #
 # Idempotent: a machine that has both binaries is left alone, and only the missing package is
 # installed otherwise. Debian bookworm packages (checked with `apt-cache policy`):
 #   prometheus              -> /usr/bin/promtool (and /usr/bin/prometheus)
 #   prometheus-alertmanager -> /usr/bin/prometheus-alertmanager (and /usr/bin/amtool)
+#   chromium                -> /usr/bin/chromium (headless, for the status page's browser test)
 # Both packages ship a service (systemd unit and /etc/init.d script) that the postinst starts.
 # Started here it would bind :9090 / :9093 and outlive the install, so service starts are refused
 # through policy-rc.d while installing, and a service that started anyway is stopped after.
@@ -15,12 +17,15 @@ have_alertmanager() {
     command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1
 }
 
+have_chromium() { command -v chromium >/dev/null 2>&1; }
+
 packages=()
 have_promtool || packages+=(prometheus)
 have_alertmanager || packages+=(prometheus-alertmanager)
+have_chromium || packages+=(chromium)
 
 if [[ ${#packages[@]} -eq 0 ]]; then
-    echo "ensure-debian-tools: promtool and alertmanager already installed" >&2
+    echo "ensure-debian-tools: promtool, alertmanager and chromium already installed" >&2
     exit 0
 fi
 
@@ -51,6 +56,7 @@ apt-get install -y --no-install-recommends "${packages[@]}"
 # A pre-existing policy-rc.d may allow starts: stop the services of the packages installed now
 # (they were not installed before, so nothing of the machine's own is stopped).
 for svc in "${packages[@]}"; do
+    [[ ${svc} == chromium ]] && continue  # a browser, no service
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
         systemctl stop "${svc}.service" >/dev/null 2>&1 || true
     elif [[ -x /etc/init.d/${svc} ]]; then
@@ -60,4 +66,5 @@ done
 
 have_promtool || { echo "ensure-debian-tools: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "ensure-debian-tools: alertmanager still missing" >&2; exit 1; }
+have_chromium || { echo "ensure-debian-tools: chromium still missing" >&2; exit 1; }
 promtool --version 2>&1 | head -n 1

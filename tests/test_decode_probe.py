@@ -11,6 +11,7 @@ import json
 
 from tests.conftest import FIXTURES
 from watchdog.decode_v1 import (
+    PROBE_TITLE,
     ErrorInfo,
     MessageInfo,
     PartText,
@@ -21,7 +22,6 @@ from watchdog.decode_v1 import (
     decode_session_list,
 )
 from watchdog.events import SessionSeen, StreamConnected
-from watchdog.probe import PROBE_TITLE
 
 CAPTURE = FIXTURES / "1.18.33" / "probe.global-event.sse"
 REST = FIXTURES / "1.18.33" / "rest"
@@ -55,13 +55,13 @@ def test_the_stream_shows_two_stored_messages_and_the_unknown_agent_error() -> N
 
 
 def test_the_watch_sees_the_probe_title_on_the_stream() -> None:
-    titles = {
-        d.event.title
+    marked = {
+        d.event.probe
         for line in lines()
         if (d := decode_line(line, directory_scoped=False)) is not None
         and isinstance(d.event, SessionSeen)
     }
-    assert titles == {PROBE_TITLE}
+    assert marked == {True}
 
 
 def test_rest_answers_give_the_session_and_its_messages() -> None:

@@ -13,7 +13,7 @@ import yaml
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
 RULES_FILE = PROMETHEUS_DIR / "opencode-watchdog.rules.yml"
 RULES_TEST_FILE = PROMETHEUS_DIR / "opencode-watchdog.rules.test.yml"
-RUNBOOK_BASE = "https://github.com/opencode-watchdog/opencode-watchdog/blob/main/README.md#runbook-"
+RUNBOOK_BASE = "__RUNBOOK_URL__#runbook-"  # the install step puts the real address in
 SEVERITIES = {"critical", "warning", "info"}
 
 
@@ -109,3 +109,17 @@ def test_every_recording_rule_is_unit_tested() -> None:
     )
     records = {rule["record"] for rule in load_rules() if "record" in rule}
     assert {name for name in records if name not in exprs} == set()
+
+
+def test_runbook_links_are_set_at_install_and_land_on_readme_headings() -> None:
+    """The rules' runbook base is a placeholder the README's install step replaces, and every
+    alert's anchor is the anchor of a `### Runbook: <alert>` heading in the README."""
+    readme = (PROMETHEUS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    assert 'sed "s|__RUNBOOK_URL__|$RUNBOOK_URL|" prometheus/opencode-watchdog.rules.yml' in readme
+    headings = {
+        "runbook-" + line.removeprefix("### Runbook: ").strip().lower()
+        for line in readme.splitlines()
+        if line.startswith("### Runbook: ")
+    }
+    anchors = {rule["annotations"]["runbook_url"].split("#", 1)[1] for rule in alert_rules()}
+    assert anchors <= headings

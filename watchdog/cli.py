@@ -10,9 +10,10 @@ from collections.abc import Sequence
 import anyio
 
 from watchdog import __version__, probe_cli, statusview
-from watchdog.config import ConfigError, RawOptions, load
+from watchdog.config import ConfigError, RawOptions, load, parse_duration
 from watchdog.logs import configure
 from watchdog.sdnotify import Notifier
+from watchdog.tracker import Timeouts
 
 EXIT_CONFIG = 2
 
@@ -26,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="watch one or more OpenCode servers (the service)")
+    run.set_defaults(usage_of=run)
     run.add_argument(
         "--server",
         action="append",
@@ -127,20 +129,66 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
+    run.add_argument(
+        "--record",
+        metavar="FILE",
+        help="append every received event to FILE as JSON lines, for `replay` (rotates at 64 MiB)",
+    )
+    run.add_argument(
+        "--record-text",
+        action="store_true",
+        help="keep prompt and reply text in the recording (stripped by default)",
+    )
+    replay = sub.add_parser(
+        "replay",
+        help="replay a recording (run --record) or capture: stalls, latencies, timeout sweep",
+    )
+    replay.set_defaults(usage_of=replay)
+    replay.add_argument("files", nargs="+", metavar="FILE", help="recording(s), oldest first")
+    replay.add_argument(
+        "--first-response-timeout",
+        default="300s",
+        metavar="DURATION",
+        help="as for run (default 300s)",
+    )
+    replay.add_argument(
+        "--inactivity-timeout", default="300s", metavar="DURATION", help="as for run (default 300s)"
+    )
+    replay.add_argument(
+        "--tool-timeout", default="1800s", metavar="DURATION", help="as for run (default 1800s)"
+    )
+    replay.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="D[,D...]",
+        help="candidate timeouts: each is replayed as the first-response and inactivity timeout",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="replay a bundled recording with a stalled prompt")
-    demo.add_argument("--listen", default="127.0.0.1:9464", metavar="HOST:PORT")
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where to serve the page and /metrics (default: a free port on 127.0.0.1)",
+    )
     demo.add_argument(
         "--hold", action="store_true", help="keep serving /metrics after the replay until Ctrl-C"
     )
     demo.add_argument("--log-format", default="auto", choices=("auto", "json", "console"))
     probe_cli.add_parser(sub)
     statusview.add_parser(sub)
+    demo.set_defaults(usage_of=demo)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        # A subcommand's unknown flag gets that subcommand's usage, not the top-level one.
+        getattr(args, "usage_of", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     environ = dict(os.environ)
     if args.command == "demo":
         from watchdog.demo import run_demo  # noqa: PLC0415 - only the demo needs its recording
@@ -157,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return probe_cli.main(args, environ)
         except ConfigError as exc:
             return _config_error(exc)
+    if args.command == "replay":
+        return _replay(args)
     if args.command != "run":
         parser().print_help()
         return EXIT_CONFIG
@@ -182,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config=args.web_config,
         probe_interval=args.probe_interval,
         probe_shapes=args.probe_shape,
+        record=args.record,
+        record_text=args.record_text,
     )
     try:
         config = load(options, environ)
@@ -204,6 +256,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config_error(exc)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from watchdog.replay import replay_files  # noqa: PLC0415 - only replay needs it
+
+    try:
+        timeouts = Timeouts(
+            first_response=parse_duration("--first-response-timeout", args.first_response_timeout),
+            inactivity=parse_duration("--inactivity-timeout", args.inactivity_timeout),
+            tool=parse_duration("--tool-timeout", args.tool_timeout),
+        )
+        candidates = [
+            parse_duration("--sweep", value)
+            for given in args.sweep
+            for value in given.split(",")
+            if value.strip()
+        ]
+        print(replay_files(args.files, timeouts, candidates, as_json=args.json))
+    except ConfigError as exc:
+        return _config_error(exc)
+    except OSError as exc:
+        return _config_error(ConfigError("FILE", f"cannot read {exc.filename}: {exc.strerror}"))
     return 0
 
 

@@ -101,6 +101,8 @@ class Config:
     web: WebConfig | None = None  # TLS and basic auth for --listen
     probe_interval: float | None = None  # None: the admission probe does not run
     probe_shapes: tuple[Shape, ...] = (Shape.CURRENT,)
+    record: str | None = None  # `--record FILE`: append every received event (a restart applies it)
+    record_text: bool = False  # keep prompt and reply text in the recording
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ class RawOptions:
     web_config: str | None = None
     probe_interval: str | None = None
     probe_shapes: list[str] = field(default_factory=list)
+    record: str | None = None
+    record_text: bool = False
 
 
 _FILE_KEYS = {
@@ -152,6 +156,8 @@ _FILE_KEYS = {
     "servers",
     "probe_interval",
     "probe_shape",
+    "record",
+    "record_text",
 }
 _SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file"}
 
@@ -229,6 +235,8 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         warnings=tuple(dict.fromkeys(warnings)),
         probe_interval=parse_duration(*probe_found) if probe_found else None,
         probe_shapes=_probe_shapes(options.probe_shapes, environ, file, config_path),
+        record=_record_path(pick(options.record, "record")),
+        record_text=_flag(pick("1" if options.record_text else None, "record_text")),
     )
 
 
@@ -270,6 +278,29 @@ def parse_size(option: str, value: object) -> int:
             f"expected a size from 1KiB to 1GiB such as 1048576, 512KiB or 1MiB, got {value!r}",
         )
     return size
+
+
+def _record_path(found: tuple[str, Any] | None) -> str | None:
+    if found is None:
+        return None
+    option, value = found
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(option, f"expected a file path, got {value!r}")
+    return value
+
+
+def _flag(found: tuple[str, Any] | None) -> bool:
+    if found is None:
+        return False
+    option, value = found
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(option, f"expected true or false, got {value!r}")
 
 
 def parse_duration(option: str, value: object) -> float:

@@ -8,8 +8,9 @@ import math
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,15 +19,19 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from prometheus_client import CollectorRegistry
 
-from watchdog import __version__
+from watchdog import USER_AGENT, __version__
 from watchdog.alert import iso
 from watchdog.config import Config, ConfigError, ServerConfig
 from watchdog.endpoint import Endpoint, Health, bound_port
 from watchdog.logs import report_suppressed
 from watchdog.metrics import Metrics
 from watchdog.outbox import Outbox
+from watchdog.page import PageView, ServerView
+from watchdog.page import render as render_page
 from watchdog.probe import ProbeSessions, ProbeSpec
 from watchdog.prober import Prober
+from watchdog.recent import RecentIncidents
+from watchdog.record import Recorder
 from watchdog.sdnotify import Notifier
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
@@ -144,7 +149,13 @@ class Daemon:
         self._notifier = notifier or Notifier()
         self._reload = reload
         self._tg: TaskGroup | None = None
-        self._sink_client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0))
+        self._sink_client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(10.0),
+            headers={"user-agent": USER_AGENT},
+        )
+        self.recent = RecentIncidents()
+        self.recorder = _recorder(config)
         self._followers: dict[str, _Follower] = {}
         self._warned: set[str] = set()
         self.probe_sessions: dict[str, ProbeSessions] = {}
@@ -154,7 +165,9 @@ class Daemon:
         ]
         self.alerting = self._alerting(config)
         self.timers = Timers(self.watches, self.dispatch, clock)
-        self.endpoint = Endpoint(self.registry, self.health, self.status, web=config.web)
+        self.endpoint = Endpoint(
+            self.registry, self.health, self.status, web=config.web, page=self.page
+        )
         self.prober: Prober | None = None
         if config.probe_interval is not None:
             self.prober = Prober(
@@ -168,11 +181,18 @@ class Daemon:
                 clock=clock,
                 spec=probe_spec,
             )
+        # The status page shows the latest probe results; without probes it leaves them out.
+        self.page_probes: Callable[[], Sequence[Mapping[str, object]]] | None = None
+        if self.prober is not None:
+            prober = self.prober
+            self.page_probes = lambda: [
+                result for w in self.watches for result in prober.describe(w.name)
+            ]
 
     @property
     def sinks(self) -> list[Sink]:
         """Every sink, in delivery order."""
-        return [self.metrics, _LOG_SINK, *self.alerting.sinks]
+        return [self.metrics, _LOG_SINK, self.recent, *self.alerting.sinks]
 
     def _watch(
         self,
@@ -194,6 +214,7 @@ class Daemon:
             auth=auth,
             timeout=httpx.Timeout(10.0, read=liveness),
             verify=verify,
+            headers={"user-agent": USER_AGENT},
         )
         self._followers[server.name] = _Follower(server, liveness, client)
         self.metrics.register_server(server.name)
@@ -220,7 +241,14 @@ class Daemon:
             clock=self.clock,
             liveness=liveness,
             probe_sessions=self.probe_sessions.setdefault(server.name, ProbeSessions()),
+            record=self._record_for(server.name),
         )
+
+    def _record_for(self, server: str) -> Callable[[str, str, float], None] | None:
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        return lambda stream, data, at: recorder.write(server, stream, data, at)
 
     def _alerting(self, config: Config) -> _Alerting:
         sinks: list[Sink] = []
@@ -304,6 +332,25 @@ class Daemon:
             "servers": servers,
         }
 
+    def page(self) -> bytes:
+        """The HTML status page at `/`."""
+        now = self.clock()
+        servers = [
+            ServerView(
+                name=w.name,
+                url=w.url,
+                state=w.status.state.value,
+                since=w.status.since,
+                last_event_at=w.status.last_event_at,
+                last_error=w.status.last_error,
+                reconnects=w.status.reconnects,
+                pending=w.tracker.pending(now),
+            )
+            for w in self.watches
+        ]
+        probes = self.page_probes() if self.page_probes is not None else None
+        return render_page(PageView(__version__, now, servers, self.recent.latest(), probes=probes))
+
     async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled or SIGTERM/SIGINT; reports the metrics port once listening."""
         try:
@@ -355,6 +402,8 @@ class Daemon:
                     await follower.client.aclose()
                 await self._sink_client.aclose()
                 report_suppressed(everything=True)
+                if self.recorder is not None:
+                    self.recorder.close()
                 log.info("daemon.stopped")
 
     async def _supervised(
@@ -541,6 +590,20 @@ class Daemon:
             # Ping only while the timer loop still turns: a wedged daemon gets restarted.
             if time.monotonic() - self.timers.last_turn < max(interval, 2 * MAX_TIMER_SLEEP):
                 self._notifier.watchdog_ping()
+
+
+def _recorder(config: Config) -> Recorder | None:
+    """The `--record` file, opened now so a bad path is a start-up error, not a silent loss."""
+    if config.record is None:
+        return None
+    recorder = Recorder(Path(config.record), text=config.record_text)
+    try:
+        recorder.open()
+    except OSError as exc:
+        raise ConfigError(
+            "--record", f"cannot write {config.record}: {exc.strerror or exc}"
+        ) from None
+    return recorder
 
 
 _LOG_SINK = LogSink()

@@ -35,6 +35,9 @@ from watchdog.events import (
 # Part types in which the model says something. Everything else (step-start, step-finish, patch,
 # snapshot, agent, compaction...) is bookkeeping: activity, but not a first response.
 CONTENT_PARTS = frozenset({"text", "reasoning", "tool", "file"})
+# The title of the admission probe's sessions (watchdog/probe.py): the one title the stream's
+# readers need, so it is kept in recordings, where other titles (made from prompts) are not.
+PROBE_TITLE = "opencode-watchdog probe"
 # Error messages go into alerts: long enough for a cause, short enough for a phone's notification.
 MAX_ERROR_MESSAGE = 300
 
@@ -204,7 +207,7 @@ def _decode(etype: str, p: Mapping[str, Any], directory: str | None) -> Event:
                 session_id=_str(info, "id"),
                 parent_session_id=_opt_str(info, "parentID"),
                 directory=_opt_str(info, "directory") or directory,
-                title=_opt_str(info, "title"),
+                probe=_opt_str(info, "title") == PROBE_TITLE,
             )
         case "message.updated":
             return _message(_obj(p, "info"), directory)
@@ -549,7 +552,6 @@ class ErrorInfo:
 
 
 ProbeLine = StreamConnected | MessageInfo | PartText | ErrorInfo
-ERROR_MESSAGE_LIMIT = 300
 
 
 def decode_session_info(body: object) -> SessionInfo | None:
@@ -628,14 +630,9 @@ def decode_probe_line(data: str, *, directory_scoped: bool) -> ProbeLine | None:
                 return PartText(session_id, message_id, text)
             return None
         case "session.error":
-            error = props.get("error")
-            error = error if isinstance(error, dict) else {}
-            data_obj = error.get("data")
-            message = data_obj.get("message") if isinstance(data_obj, dict) else None
+            name, message = _error(props.get("error"))
             return ErrorInfo(
-                session_id=_opt_str(props, "sessionID"),
-                name=_opt_str(error, "name") or "Unknown",
-                message=message[:ERROR_MESSAGE_LIMIT] if isinstance(message, str) else None,
+                session_id=_opt_str(props, "sessionID"), name=name or "Unknown", message=message
             )
         case _:
             return None
@@ -671,5 +668,66 @@ def decode_error_body(body: object) -> str | None:
     data = body.get("data")
     message = data.get("message") if isinstance(data, dict) else None
     if isinstance(message, str):
-        return f"{name or 'Error'}: {message[:ERROR_MESSAGE_LIMIT]}"
+        return f"{name or 'Error'}: {message[:MAX_ERROR_MESSAGE]}"
     return name
+
+
+# -- recordings (`run --record`) ----------------------------------------------------------------
+
+# Keys under which OpenCode 1.x carries what people wrote or what the model said, or what is made
+# from it: message and part text, streamed deltas, session titles (written from the first prompt),
+# tool input and output, diffs, todos, questions and permission patterns. None of them is read by
+# the decoder above except for its presence (a user message's `summary`), so a recording keeps
+# each key and empties its value: the recording then decodes to exactly the same events.
+TEXT_KEYS = frozenset(
+    {
+        "text",
+        "delta",
+        "title",
+        "input",
+        "output",
+        "raw",
+        "metadata",
+        "diff",
+        "diffs",
+        "summary",
+        "todos",
+        "questions",
+        "answers",
+        "patterns",
+        "prompt",
+        "description",
+        "content",
+        "body",
+        "system",
+        "snapshot",
+        "attachments",
+    }
+)
+MAX_STRIP_DEPTH = 64  # deeper nesting is not OpenCode's; it is cut off rather than walked
+
+
+def strip_text(value: Any, *, _depth: int = 0) -> Any:
+    """A copy of an event object with the values of ``TEXT_KEYS`` emptied, at any depth."""
+    if _depth > MAX_STRIP_DEPTH:
+        return None
+    if isinstance(value, dict):
+        return {
+            key: _emptied(item)
+            if key in TEXT_KEYS and not (key == "title" and item == PROBE_TITLE)
+            else strip_text(item, _depth=_depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [strip_text(item, _depth=_depth + 1) for item in value]
+    return value
+
+
+def _emptied(value: Any) -> Any:
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, dict):
+        return {}
+    if isinstance(value, list):
+        return []
+    return value

@@ -1,15 +1,17 @@
-"""`opencode-watchdog demo`: the real daemon against a simulated server replaying bundled captures.
+"""`opencode-watchdog demo`: the real daemon against a simulated server playing a bundled recording.
 
-The captures (from a real `opencode serve` 1.18.33) hold a normal reply, a prompt that hangs and is
-aborted, and a reply that goes silent mid-way. The demo plays them with short timeouts so a stall,
-its resolution and a still-firing stall all show within about twenty seconds.
+The recording (`demo_data/demo.record.jsonl`, in the format `run --record` writes, built by
+scripts/make-demo-recording.py from captures of a real `opencode serve` 1.18.33) holds a normal
+reply, a prompt that hangs and is aborted, and a reply that goes silent mid-way. The demo plays it
+at its recorded pace with 2 s timeouts, so a stall, its resolution and a still-firing stall show
+within about fifteen seconds; then it replays the same file on a virtual clock, as `replay` does.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -17,17 +19,17 @@ import anyio
 import httpx
 import structlog
 
-from watchdog.config import Config, ServerConfig, parse_listen
+from watchdog.config import Config, ConfigError, ServerConfig, parse_listen
 from watchdog.daemon import Daemon
-from watchdog.replay import event_id_time
+from watchdog.recent import Incident
+from watchdog.replay import analyse, read_recording, render_text, sweep
 from watchdog.tracker import Timeouts
 
 log = structlog.get_logger("watchdog.demo")
 
-SCENARIOS = ("normal", "abort", "hang-mid")
+RECORDING = "demo.record.jsonl"
 DEMO_TIMEOUTS = Timeouts(first_response=2.0, inactivity=2.0, tool=10.0)
-MAX_GAP = 3.0  # long recorded silences are shortened, but stay longer than the demo timeouts
-BETWEEN = 0.5
+SWEEP = (1.0, 2.0, 5.0)
 HEARTBEAT = b'data: {"payload":{"id":"evt_demo","type":"server.heartbeat","properties":{}}}\n\n'
 
 
@@ -39,32 +41,33 @@ class Frame:
     raw: bytes
 
 
+def recording_lines() -> list[str]:
+    """The bundled recording, one JSON record per line."""
+    text = resources.files("watchdog").joinpath("demo_data", RECORDING).read_text(encoding="utf-8")
+    return text.splitlines()
+
+
 def playlist() -> list[Frame]:
-    """The bundled captures as one stream, silences capped at MAX_GAP."""
+    """The recording as SSE frames, each after the recorded gap since the previous one."""
     frames: list[Frame] = []
-    for n, scenario in enumerate(SCENARIOS):
-        text = (
-            resources.files("watchdog")
-            .joinpath("demo_data", f"{scenario}.global-event.sse")
-            .read_text(encoding="utf-8")
-        )
-        previous: float | None = None
-        for line in text.splitlines():
-            if not line.startswith("data: "):
-                continue
-            payload = json.loads(line[6:]).get("payload", {})
-            if n and payload.get("type") == "server.connected":
-                continue  # one connection: only one greeting
-            event_id = payload.get("id") or payload.get("syncEvent", {}).get("id")
-            at = event_id_time(event_id) if isinstance(event_id, str) else None
-            if at is None:
-                at = previous or 0.0
-            delay = (
-                BETWEEN if previous is None and n else min(MAX_GAP, max(0.0, at - (previous or at)))
-            )
-            previous = at
-            frames.append(Frame(delay, (line + "\n\n").encode()))
+    previous: float | None = None
+    for line in recording_lines():
+        record = json.loads(line)
+        at = float(record["at"])
+        delay = 0.0 if previous is None else max(0.0, at - previous)
+        previous = at
+        data = json.dumps(record["data"], separators=(",", ":"))
+        frames.append(Frame(delay, f"data: {data}\n\n".encode()))
     return frames
+
+
+def replayed() -> str:
+    """The same recording through the `replay` path: a virtual clock, the demo's timeouts."""
+    recording = list(read_recording(recording_lines()))
+    report = analyse(recording, DEMO_TIMEOUTS)
+    sweeps = sweep(recording, DEMO_TIMEOUTS, SWEEP)
+    span = recording[-1].at - recording[0].at
+    return render_text(report, sweeps, events=len(recording), span=span, servers=1)
 
 
 class DemoServer:
@@ -78,7 +81,16 @@ class DemoServer:
         return httpx.MockTransport(self._handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/global/event":
+        path = request.url.path
+        # The REST reads the daemon makes after connecting, answered as a fresh OpenCode
+        # 1.18.33 answers them: nothing runs yet, nobody waits on a permission or question.
+        if path in ("/project", "/permission", "/question") or (
+            path.startswith("/session/") and path.endswith("/message")
+        ):
+            return httpx.Response(200, json=[])
+        if path == "/session/status":
+            return httpx.Response(200, json={})
+        if path != "/global/event":
             return httpx.Response(404)
         body = self._heartbeats() if self._played else self._play()
         self._played = True
@@ -101,10 +113,56 @@ class DemoServer:
             yield HEARTBEAT
 
 
+SUMMARY_SERIES = (
+    "opencode_watchdog_prompts_accepted_total",
+    "opencode_watchdog_prompts_completed_total",
+    "opencode_watchdog_stalls_total",
+    "opencode_watchdog_prompts_pending",
+)
+# The timeout behind each kind, to say why it fired; kinds without one are reported at once.
+_TIMEOUT_OF = {"no_response": "first_response", "inactive": "inactivity"}
+
+
+def summary(incidents: Sequence[Incident], timeouts: Timeouts) -> str:
+    """What the demo detected and why, oldest first, one short line per stall."""
+    lines = [f"\n# DEMO summary: {len(incidents)} stall(s) detected"]
+    for item in reversed(incidents):
+        limit = _TIMEOUT_OF.get(item.kind)
+        why = item.why + (f" ({getattr(timeouts, limit):g} s)" if limit else "")
+        if item.outcome:
+            end = f"then {item.outcome}"
+        elif item.resolved_at is not None:
+            end = "resolved"
+        else:
+            end = "still firing"
+        reason = f" [{item.reason}]" if item.reason else ""
+        lines.append(
+            f"#  {item.kind:<12} after {item.waited:4.1f} s: {why}{reason}; {end}."
+            f" session {item.session_id}"
+        )
+    return "\n".join(lines)
+
+
 def run_demo(listen: str, *, hold: bool) -> int:
     """Run the demo; returns the exit code."""
     host, port = parse_listen("--listen", listen)
-    return anyio.run(_demo, host, port, hold)
+    try:
+        return anyio.run(_demo, host, port, hold)
+    except BaseExceptionGroup as group:
+        # A busy --listen port surfaces from inside the task group; it is one line, exit 2.
+        found = _config_error(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _config_error(group: BaseExceptionGroup[BaseException]) -> ConfigError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ConfigError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _config_error(exc)) is not None:
+            return found
+    return None
 
 
 async def _demo(host: str, port: int, hold: bool) -> int:
@@ -116,29 +174,33 @@ async def _demo(host: str, port: int, hold: bool) -> int:
         timeouts=DEMO_TIMEOUTS,
     )
     daemon = Daemon(config, transport=server.transport())
-    log.warning(
+    log.info(
         "demo.start",
-        note="DEMO: a simulated OpenCode server replays bundled captures; timeouts are 2 s",
-        metrics=f"http://{host}:{port}/metrics",
+        note="a simulated OpenCode server plays a bundled recording; timeouts are 2 s",
     )
     async with anyio.create_task_group() as tg:
         bound = await tg.start(daemon.run)
+        log.info("demo.serving", page=f"http://{host}:{bound}/")
         await server.finished.wait()
         await anyio.sleep(0.5)
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"http://{host}:{bound}/metrics")).text
-        summary = [
+        print(summary(daemon.recent.latest(), DEMO_TIMEOUTS), flush=True)
+        series = [
             line
             for line in text.splitlines()
-            if line.startswith("opencode_watchdog_")
-            and "_bucket" not in line
-            and "_created" not in line
-            and not line.endswith(" 0.0")
+            if line.startswith(SUMMARY_SERIES) and not line.endswith(" 0.0")
         ]
-        print(f"\n# DEMO metrics (non-zero series) from http://{host}:{bound}/metrics", flush=True)
-        print("\n".join(summary), file=sys.stdout, flush=True)
+        print(f"# metrics (non-zero) from http://{host}:{bound}/metrics:", flush=True)
+        print("\n".join(series), file=sys.stdout, flush=True)
+        print("\n# The same recording replayed on a virtual clock (opencode-watchdog replay):")
+        print(replayed(), flush=True)
         if hold:
-            print(f"# serving http://{host}:{bound}/metrics until Ctrl-C", flush=True)
+            print(
+                f"# serving the status page http://{host}:{bound}/ and /metrics until Ctrl-C",
+                flush=True,
+            )
         else:
+            print("# `demo --hold` keeps the status page and /metrics up afterwards", flush=True)
             tg.cancel_scope.cancel()
     return 0

@@ -66,6 +66,7 @@ class Endpoint:
         *,
         web: WebConfig | None = None,
         max_connections: int | None = None,
+        page: Callable[[], bytes] | None = None,
     ) -> None:
         self._registry = registry
         self._health = health
@@ -73,6 +74,7 @@ class Endpoint:
         self._tls = web.server_context() if web is not None and web.tls else None
         self._auth = BasicAuth(web.users) if web is not None and web.users else None
         self.connections = Connections(max_connections or default_max_connections())
+        self._page = page  # the HTML status page at `/` (watchdog/page.py)
 
     @staticmethod
     async def bind(host: str, port: int) -> MultiListener[SocketStream]:
@@ -178,6 +180,8 @@ class Endpoint:
             )
         if path == "/status":
             return 200, "application/json", _json(self._status())
+        if path == "/" and self._page is not None:
+            return 200, "text/html; charset=utf-8", self._page()
         if path == "/":
             return 200, "text/plain", b"opencode-watchdog: /metrics /healthz /status\n"
         return 404, "text/plain", b"not found\n"

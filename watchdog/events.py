@@ -45,7 +45,7 @@ class SessionSeen:
     session_id: str
     parent_session_id: str | None
     directory: str | None = None
-    title: str | None = None  # lets the watch recognise the admission probe's own sessions
+    probe: bool = False  # titled as the admission probe's own session (kept out of tracking)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -53,6 +59,10 @@ class Metrics:
         event_type_cap: int = DEFAULT_EVENT_TYPE_CAP,
     ) -> None:
         self.registry = registry
+        # `_created` series double the count and nothing reads them; exporters turn them off.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds...: the daemon's own.
+        ProcessCollector(registry=registry)
         self._event_types: set[str] = set()
         self._event_type_cap = event_type_cap
         self.prompts_accepted = Counter(

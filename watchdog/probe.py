@@ -23,6 +23,7 @@ import httpx
 
 from watchdog.alert import iso
 from watchdog.decode_v1 import (
+    PROBE_TITLE,
     ErrorInfo,
     MessageInfo,
     PartText,
@@ -38,8 +39,8 @@ from watchdog.events import StreamConnected
 from watchdog.source import EventSource, ServerApi, StreamError, StreamPath
 from watchdog.sse import Oversized
 
-# Sessions with this exact title belong to the probe; the daemon keeps them out of its metrics.
-PROBE_TITLE = "opencode-watchdog probe"
+# Sessions titled PROBE_TITLE (defined next to the decoder, which marks them) belong to the probe;
+# the daemon keeps them out of its metrics.
 # A probe session is replaced (and the old one deleted) once it holds this many messages.
 MAX_PROBE_MESSAGES = 500
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase

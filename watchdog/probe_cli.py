@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 
+from watchdog import USER_AGENT
 from watchdog.config import (
     DEFAULT_USERNAME,
     ConfigError,
@@ -87,7 +88,8 @@ def main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     async def probe() -> ProbeResult:
         auth = httpx.BasicAuth(username, password) if password else None
         timeout = httpx.Timeout(10.0, read=30.0)
-        async with httpx.AsyncClient(auth=auth, timeout=timeout) as client:
+        headers = {"user-agent": USER_AGENT}
+        async with httpx.AsyncClient(auth=auth, timeout=timeout, headers=headers) as client:
             return await Probe(client, url, name).run(spec)
 
     result = anyio.run(probe)

@@ -17,6 +17,7 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
+from watchdog import USER_AGENT
 from watchdog.alert import iso
 from watchdog.config import ServerConfig
 from watchdog.outbox import Letter
@@ -226,6 +227,7 @@ class Prober:
             auth=auth,
             timeout=httpx.Timeout(10.0, read=30.0),
             verify=verify,
+            headers={"user-agent": USER_AGENT},
         ) as client:
             probe = Probe(
                 client,

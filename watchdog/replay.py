@@ -1,14 +1,18 @@
-"""Reads recorded OpenCode SSE streams and replays them through a tracker on the recording's own clock."""
+"""Reads recorded OpenCode streams (SSE captures, `run --record` files) and replays them through a
+tracker on the recording's own clock: what the daemon would have reported, and with which timeouts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from watchdog.decode_v1 import decode_line
 from watchdog.events import Event
-from watchdog.tracker import Tracker
-from watchdog.transitions import Transition
+from watchdog.tracker import Timeouts, Tracker
+from watchdog.transitions import Accepted, Completed, FirstResponse, Outcome, Stalled, Transition
 
 _ID_TIME_DIGITS = 12
 
@@ -21,6 +25,7 @@ class Recorded:
     directory: str | None
     event: Event
     type: str
+    server: str = ""
 
 
 def event_id_time(event_id: str) -> float | None:
@@ -72,3 +77,247 @@ def replay(
     if until is not None and (last is None or until > last):
         tick_until(until)
     return happened
+
+
+# -- recordings and the `replay` command ------------------------------------------------------
+
+DIRECTORY_STREAM = "/event"  # the other stream, /global/event, wraps payloads with their directory
+PERCENTILES = (0.5, 0.9, 0.99)
+
+
+def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
+    """Decode a `run --record` file (JSON lines); lines that are not records are skipped."""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("at"), int | float):
+            continue
+        server = record.get("server")
+        scoped = record.get("stream") == DIRECTORY_STREAM
+        data = record.get("data")
+        text = json.dumps(data) if data is not None else str(record.get("raw") or "")
+        decoded = decode_line(text, directory_scoped=scoped)
+        if decoded is None:
+            continue
+        yield Recorded(
+            at=float(record["at"]),
+            directory=decoded.directory,
+            event=decoded.event,
+            type=decoded.type,
+            server=server if isinstance(server, str) else "",
+        )
+
+
+def read_file(lines: Sequence[str], *, name: str = "capture") -> list[Recorded]:
+    """A `run --record` file or an SSE capture (named ``name``), told apart by the first line."""
+    first = next((line for line in lines if line.strip()), "")
+    if first.lstrip().startswith("{"):
+        return list(read_recording(lines))
+    first_data = next((line for line in lines if line.startswith("data:")), "")
+    scoped = '"payload"' not in first_data  # /global/event wraps every event in a payload
+    return [replace(rec, server=name) for rec in read_sse(lines, directory_scoped=scoped)]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What one replay with one set of timeouts would have reported."""
+
+    timeouts: Timeouts
+    prompts: int
+    stalls: dict[str, int]
+    outcomes: dict[str, int]
+    pending: int  # prompts still open when the recording ends
+    false_alarms: int  # stalled prompts that were answered later
+    first_response: tuple[float, ...] = field(default=())  # sorted
+    reply_duration: tuple[float, ...] = field(default=())  # sorted, answered prompts only
+
+    @property
+    def alerts(self) -> int:
+        return sum(self.stalls.values())
+
+
+def analyse(recording: Sequence[Recorded], timeouts: Timeouts) -> Report:
+    """Replay every server of a recording through its own tracker and sum up what happened.
+
+    The clock stops at the last recorded event: a prompt still waiting then is counted as
+    pending, not as a stall, since the recording cannot say what came next.
+    """
+    servers: dict[str, list[Recorded]] = {}
+    for rec in recording:
+        servers.setdefault(rec.server, []).append(rec)
+    happened: list[Transition] = []
+    pending = 0
+    for name, recs in servers.items():
+        tracker = Tracker(name or "recorded", timeouts)
+        happened += [t for _, t in replay(tracker, recs)]
+        pending += tracker.pending_count
+    stalls: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    stalled: set[tuple[str, str | None]] = set()
+    answered: set[tuple[str, str | None]] = set()
+    first: list[float] = []
+    duration: list[float] = []
+    prompts = 0
+    for t in happened:
+        key = (t.prompt.server, t.prompt.message_id)
+        match t:
+            case Accepted():
+                prompts += 1
+            case FirstResponse(latency=latency):
+                first.append(latency)
+            case Stalled(kind=kind):
+                stalls[kind.value] = stalls.get(kind.value, 0) + 1
+                stalled.add(key)
+            case Completed(outcome=outcome, duration=took):
+                outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
+                if outcome is Outcome.ANSWERED:
+                    duration.append(took)
+                    answered.add(key)
+            case _:
+                pass
+    return Report(
+        timeouts=timeouts,
+        prompts=prompts,
+        stalls=stalls,
+        outcomes=outcomes,
+        pending=pending,
+        false_alarms=len(stalled & answered),
+        first_response=tuple(sorted(first)),
+        reply_duration=tuple(sorted(duration)),
+    )
+
+
+def sweep(
+    recording: Sequence[Recorded], base: Timeouts, candidates: Sequence[float]
+) -> list[Report]:
+    """One report per candidate, set as both the first-response and the inactivity timeout."""
+    return [analyse(recording, replace(base, first_response=c, inactivity=c)) for c in candidates]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
+    if not values:
+        return None
+    return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _duration(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _kinds(reports: Sequence[Report]) -> list[str]:
+    seen: list[str] = []
+    for report in reports:
+        seen += [kind for kind in report.stalls if kind not in seen]
+    return seen
+
+
+def render_text(
+    report: Report, sweeps: Sequence[Report], *, events: int, span: float, servers: int
+) -> str:
+    """The table an operator reads to pick a timeout."""
+    t = report.timeouts
+    out = [
+        f"replayed {events} events from {servers} server(s) over {span:.1f} s: "
+        f"{report.prompts} prompt(s)",
+        f"timeouts: first response {_duration(t.first_response)}, inactivity "
+        f"{_duration(t.inactivity)}, tool {_duration(t.tool)}",
+        "",
+        "stalls: "
+        + (", ".join(f"{k} {n}" for k, n in report.stalls.items()) if report.stalls else "none"),
+        "outcomes: "
+        + ", ".join(
+            [*(f"{k} {n}" for k, n in report.outcomes.items()), f"still pending {report.pending}"]
+        ),
+        "",
+        f"{'seconds':<16}{'count':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}",
+    ]
+    for label, values in (
+        ("first response", report.first_response),
+        ("reply duration", report.reply_duration),
+    ):
+        cells = [_seconds(percentile(values, q)) for q in PERCENTILES]
+        cells.append(_seconds(values[-1] if values else None))
+        out.append(f"{label:<16}{len(values):>6}" + "".join(f"{c:>9}" for c in cells))
+    if sweeps:
+        kinds = _kinds(sweeps)
+        out += [
+            "",
+            "sweep: each value as the first-response and inactivity timeout",
+            "(false alarms: prompts alerted on that were answered later)",
+            f"{'timeout':>9}{'alerts':>8}"
+            + "".join(f"{k:>13}" for k in kinds)
+            + f"{'false alarms':>14}",
+        ]
+        for r in sweeps:
+            out.append(
+                f"{_duration(r.timeouts.first_response):>9}{r.alerts:>8}"
+                + "".join(f"{r.stalls.get(k, 0):>13}" for k in kinds)
+                + f"{r.false_alarms:>14}"
+            )
+    return "\n".join(out)
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """One report as plain JSON values (for `replay --json`)."""
+    t = report.timeouts
+    return {
+        "timeouts": {
+            "first_response": t.first_response,
+            "inactivity": t.inactivity,
+            "tool": t.tool,
+        },
+        "prompts": report.prompts,
+        "alerts": report.alerts,
+        "stalls": report.stalls,
+        "outcomes": report.outcomes,
+        "still_pending": report.pending,
+        "false_alarms": report.false_alarms,
+        "first_response_seconds": _stats(report.first_response),
+        "reply_duration_seconds": _stats(report.reply_duration),
+    }
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {
+        "count": len(values),
+        **{f"p{round(q * 100)}": r(percentile(values, q)) for q in PERCENTILES},
+        "max": r(values[-1] if values else None),
+    }
+
+
+def replay_files(
+    paths: Sequence[str], timeouts: Timeouts, candidates: Sequence[float], *, as_json: bool
+) -> str:
+    """The `replay` command's output for recordings or captures (read in the order given).
+
+    Raises OSError when a file cannot be read.
+    """
+    recording: list[Recorded] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            recording += read_file(f.readlines(), name="capture")
+    recording.sort(key=lambda rec: rec.at)  # stable: events of one moment keep their order
+    report = analyse(recording, timeouts)
+    sweeps = sweep(recording, timeouts, candidates)
+    span = recording[-1].at - recording[0].at if recording else 0.0
+    servers = len({rec.server for rec in recording})
+    if as_json:
+        doc = {
+            "events": len(recording),
+            "servers": servers,
+            "span_seconds": round(span, 3),
+            **report_json(report),
+            "sweep": [report_json(r) for r in sweeps],
+        }
+        return json.dumps(doc, indent=1)
+    return render_text(report, sweeps, events=len(recording), span=span, servers=servers)

@@ -77,6 +77,7 @@ class ServerWatch:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         liveness: float | None = None,
         probe_sessions: ProbeSessions | None = None,
+        record: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.name = name
         # The admission probe's own sessions: their events never reach the tracker.
@@ -98,6 +99,7 @@ class ServerWatch:
         self._reconcile_wanted = anyio.Event()
         self._connections = 0
         self._restarted = False
+        self._record = record  # `run --record`: (stream path, data, receive time)
 
     async def follow(self) -> None:
         """Keep the stream open forever; failures are logged, counted and retried with backoff."""
@@ -148,6 +150,8 @@ class ServerWatch:
     def handle(self, data: str, now: float) -> bool:
         """Decode one event and feed it to the tracker; True when it was well-formed."""
         self.status.last_event_at = now
+        if self._record is not None:
+            self._record(self.source.path.value, data, now)
         decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
         if decoded is None:
             return True  # a /global/event sync duplicate
@@ -270,7 +274,7 @@ class ServerWatch:
 
     def _is_probe(self, event: Event) -> bool:
         """Whether the event concerns one of the admission probe's sessions (marked on sight)."""
-        if isinstance(event, SessionSeen) and ProbeSessions.is_probe_title(event.title):
+        if isinstance(event, SessionSeen) and event.probe:
             self.probe_sessions.add(event.session_id)
         session_id = getattr(event, "session_id", None)
         return session_id is not None and session_id in self.probe_sessions

@@ -1,0 +1,114 @@
+"""A small ring of the latest stalls and failures, kept for the status page and the demo summary."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+
+from watchdog.transitions import Completed, Outcome, Resolved, Stalled, Transition
+
+DEFAULT_SIZE = 50
+FAILED = "failed"  # a prompt that ended with an assistant error (outcome failed)
+
+# Why each kind is reported, in words for people; an unknown (newer) kind reads as its name.
+WHY: dict[str, str] = {
+    "no_response": "no model output within the first-response timeout",
+    "inactive": "the reply started, then nothing within the inactivity timeout",
+    "dropped": "the session went idle and the prompt never got its reply",
+    FAILED: "the prompt ended with an error and will never be answered",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One stall or failure of one prompt (ids, times and names; never text)."""
+
+    kind: str
+    server: str
+    session_id: str
+    message_id: str | None  # None for a prompt that failed before OpenCode stored it
+    at: float  # when it was reported
+    waited: float  # seconds from acceptance to the report
+    directory: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    reason: str | None = None
+    resolved_at: float | None = None
+    outcome: str | None = None  # how the prompt ended, once it did
+
+    @property
+    def why(self) -> str:
+        """The kind in words."""
+        return WHY.get(self.kind, self.kind.replace("_", " "))
+
+
+class RecentIncidents:
+    """A sink that remembers the last ``size`` incidents, newest last; memory stays bounded."""
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self._items: deque[Incident] = deque(maxlen=size)
+
+    def latest(self) -> list[Incident]:
+        """Newest first."""
+        return list(reversed(self._items))
+
+    def emit(self, transition: Transition) -> None:
+        ref = transition.prompt
+        match transition:
+            case Stalled(kind=kind, at=at, waited=waited, reason=reason):
+                self._items.append(
+                    Incident(
+                        kind=kind.value,
+                        server=ref.server,
+                        session_id=ref.session_id,
+                        message_id=ref.message_id,
+                        at=at,
+                        waited=waited,
+                        directory=ref.directory,
+                        provider=ref.provider,
+                        model=ref.model,
+                        reason=reason,
+                    )
+                )
+            case Resolved(kind=kind, at=at, outcome=outcome):
+                self._update(
+                    ref.server, ref.message_id, kind.value, at, outcome.value if outcome else None
+                )
+            case Completed(outcome=outcome, at=at, duration=duration, reason=reason):
+                for i, item in enumerate(self._items):
+                    if (item.server, item.message_id) == (ref.server, ref.message_id) and (
+                        item.outcome is None
+                    ):
+                        self._items[i] = replace(item, outcome=outcome.value)
+                if outcome is Outcome.FAILED and self._find(ref.server, ref.message_id, FAILED) < 0:
+                    self._items.append(
+                        Incident(
+                            kind=FAILED,
+                            server=ref.server,
+                            session_id=ref.session_id,
+                            message_id=ref.message_id,
+                            at=at,
+                            waited=duration,
+                            directory=ref.directory,
+                            provider=ref.provider,
+                            model=ref.model,
+                            reason=reason,
+                            outcome=outcome.value,
+                        )
+                    )
+            case _:
+                pass
+
+    def _find(self, server: str, message_id: str | None, kind: str) -> int:
+        for i in range(len(self._items) - 1, -1, -1):
+            item = self._items[i]
+            if (item.server, item.message_id, item.kind) == (server, message_id, kind):
+                return i
+        return -1
+
+    def _update(
+        self, server: str, message_id: str | None, kind: str, at: float, outcome: str | None
+    ) -> None:
+        i = self._find(server, message_id, kind)
+        if i >= 0:
+            self._items[i] = replace(self._items[i], resolved_at=at, outcome=outcome)

@@ -1,0 +1,90 @@
+"""`run --record FILE`: appends every received stream event, with its receive time, as JSON lines.
+
+One line per event: ``{"at": <seconds since the epoch>, "server": NAME, "stream": PATH, "data": {...}}``,
+where ``data`` is the event as OpenCode sent it, with prompt and reply text emptied
+(``decode_v1.strip_text``) unless ``--record-text`` is given. An event that is not JSON is kept
+as ``"raw"`` only with ``--record-text``. When the file passes ``max_bytes`` it is renamed to
+``FILE.1`` (older ones to ``FILE.2``…, up to ``keep``) and a new one is started.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from watchdog.decode_v1 import strip_text
+
+log = structlog.get_logger("watchdog.record")
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_KEEP = 3
+
+
+class Recorder:
+    """Writes the recording; a write error stops recording (logged once), never the daemon."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        text: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep: int = DEFAULT_KEEP,
+    ) -> None:
+        self.path = path
+        self.text = text
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._file: IO[str] | None = None
+        self._size = 0
+        self._failed = False
+
+    def open(self) -> None:
+        """Open (append to) the file; raises OSError, which the CLI reports as a bad --record."""
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, server: str, stream: str, data: str, at: float) -> None:
+        """Append one received event (``data`` is the SSE data field as received)."""
+        if self._failed:
+            return
+        line: dict[str, Any] = {"at": round(at, 6), "server": server, "stream": stream}
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            line["raw"] = data if self.text else None
+        else:
+            line["data"] = obj if self.text else strip_text(obj)
+        text = json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n"
+        try:
+            if self._file is None:
+                self.open()
+            elif self._size + len(text) > self.max_bytes and self._size > 0:
+                self._rotate()
+            assert self._file is not None
+            self._file.write(text)
+            self._file.flush()
+            self._size += len(text.encode("utf-8"))
+        except OSError as exc:
+            self._failed = True
+            log.error("record.failed", file=str(self.path), error=exc.strerror or str(exc))
+
+    def _rotate(self) -> None:
+        self.close()
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        if self.keep > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self.open()
