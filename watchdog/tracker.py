@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from watchdog.deadlines import Deadlines
 from watchdog.events import (
     Event,
     Heartbeat,
@@ -143,6 +144,11 @@ class Tracker:
         self._reply_owner: dict[str, tuple[str, str]] = {}  # assistant id -> (session, user msg)
         self._pending = 0
         self.deadline_may_be_earlier = False
+        # Each pending prompt's deadline, or an earlier time (re-checked when it comes due), and
+        # the sessions whose deadlines may have moved earlier since: see _refresh_deadlines.
+        self._deadlines: Deadlines[_Prompt] = Deadlines()
+        self._touched: set[str] = set()
+        self._by_age: Deadlines[_Prompt] = Deadlines()  # pending leads by accepted_at, for eviction
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -175,30 +181,47 @@ class Tracker:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to check next, or None when no timer runs."""
-        deadlines = [
-            d
-            for session in self._sessions.values()
-            for p in session.prompts
-            if (d := self._deadline(session, p)) is not None
-        ]
-        return min(deadlines, default=None)
+        self._refresh_deadlines()
+        while (top := self._deadlines.peek()) is not None:
+            at, prompt = top
+            actual = self._current_deadline(prompt)
+            if actual == at:
+                return at
+            self._deadlines.pop()  # moved later, or no longer runs
+            if actual is not None:
+                self._deadlines.schedule(prompt, actual)
+        return None
 
     # -- inputs -------------------------------------------------------------------------------
 
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Apply new timeouts to pending prompts too (config reload)."""
         self.timeouts = timeouts
+        self._touched.update(sid for sid, s in self._sessions.items() if s.prompts)
 
     def tick(self, now: float) -> list[Transition]:
         """Fire the stalls whose deadline has passed."""
         out: list[Transition] = []
-        for session in self._sessions.values():
-            for p in session.prompts:
-                deadline = self._deadline(session, p)
-                if deadline is None or now < deadline:
-                    continue
-                kind = StallKind.INACTIVE if p.responded_at is not None else StallKind.NO_RESPONSE
-                self._fire(session, p, kind, now, out)
+        self._refresh_deadlines()
+        due: list[tuple[_Session, _Prompt]] = []
+        while (top := self._deadlines.peek()) is not None and top[0] <= now:
+            self._deadlines.pop()
+            p = top[1]
+            session = self._sessions.get(p.ref.session_id)
+            if session is None or p not in session.prompts:
+                continue  # ended, folded or forgotten
+            deadline = self._deadline(session, p)
+            if deadline is None:
+                continue
+            if now < deadline:
+                self._deadlines.schedule(p, deadline)  # it moved later meanwhile
+                continue
+            due.append((session, p))
+        for session, p in due:
+            kind = StallKind.INACTIVE if p.responded_at is not None else StallKind.NO_RESPONSE
+            self._fire(session, p, kind, now, out)
+            if (deadline := self._deadline(session, p)) is not None:
+                self._deadlines.schedule(p, deadline)
         return out
 
     def feed(self, event: Event, now: float) -> list[Transition]:
@@ -250,6 +273,8 @@ class Tracker:
         # first response switches to the inactivity timer, which may be shorter). Callers use
         # this to skip an O(pending prompts) reschedule on every streamed delta.
         self.deadline_may_be_earlier = bool(out) or not isinstance(event, _LATER_ONLY)
+        if self.deadline_may_be_earlier:
+            self._touch(event, out)
         return out
 
     # -- transitions --------------------------------------------------------------------------
@@ -278,6 +303,7 @@ class Tracker:
             last_activity=accepted_at,
         )
         session.prompts.append(prompt)
+        self._by_age.schedule(prompt, accepted_at)
         self._pending += 1
         out.append(Accepted(prompt=ref, at=now))
         self._enforce_prompt_limit()
@@ -492,6 +518,8 @@ class Tracker:
             return
         self._resolve(prompt, now, out, outcome=outcome)
         session.prompts.remove(prompt)
+        self._deadlines.discard(prompt)
+        self._by_age.discard(prompt)
         for p in (prompt, *prompt.folded):
             self._pending -= 1
             duration = now - p.ref.accepted_at
@@ -529,6 +557,33 @@ class Tracker:
             return None
         quiet = self.timeouts.tool if p.running_tools else self.timeouts.inactivity
         return p.last_activity + quiet
+
+    def _current_deadline(self, p: _Prompt) -> float | None:
+        session = self._sessions.get(p.ref.session_id)
+        if session is None or p not in session.prompts:
+            return None
+        return self._deadline(session, p)
+
+    def _touch(self, event: Event, out: list[Transition]) -> None:
+        """Note the sessions whose deadlines ``event`` may have moved earlier."""
+        session_id = getattr(event, "session_id", None)
+        if isinstance(session_id, str):
+            self._touched.update(s.id for s in self._lineage(session_id))
+        message_id = getattr(event, "message_id", None)
+        if isinstance(message_id, str) and (owner := self._reply_owner.get(message_id)):
+            self._touched.add(owner[0])
+        self._touched.update(t.prompt.session_id for t in out)
+
+    def _refresh_deadlines(self) -> None:
+        """Schedule the current deadlines of touched sessions (earlier ones replace later ones)."""
+        for session_id in self._touched:
+            session = self._sessions.get(session_id)
+            if session is None:
+                continue
+            for p in session.prompts:
+                if (deadline := self._deadline(session, p)) is not None:
+                    self._deadlines.schedule(p, deadline)
+        self._touched.clear()
 
     def _state(self, session: _Session, lead: _Prompt, p: _Prompt) -> PromptState:
         """The state of ``p``, which is ``lead`` or folded into it."""
@@ -584,15 +639,17 @@ class Tracker:
                 self._forget(lead)
 
     def _enforce_prompt_limit(self) -> None:
-        while self._pending > self.limits.prompts:
-            oldest = min(
-                ((s, p) for s in self._sessions.values() for p in s.prompts),
-                key=lambda sp: sp[1].ref.accepted_at,
-            )
-            oldest[0].prompts.remove(oldest[1])
-            self._forget(oldest[1])
+        while self._pending > self.limits.prompts and (top := self._by_age.pop()) is not None:
+            oldest = top[1]
+            session = self._sessions.get(oldest.ref.session_id)
+            if session is None or oldest not in session.prompts:
+                continue  # folded into a later prompt, or already forgotten
+            session.prompts.remove(oldest)
+            self._forget(oldest)
 
     def _forget(self, lead: _Prompt) -> None:
+        self._deadlines.discard(lead)
+        self._by_age.discard(lead)
         count = 1 + len(lead.folded)
         self._pending -= count
         self.evicted_prompts += count
