@@ -19,6 +19,7 @@ prompt ends.
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -102,6 +103,19 @@ class PendingPrompt:
     age: float
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """Pending prompts by state and the oldest one's age, for the gauges and `/status`."""
+
+    counts: dict[PromptState, int]
+    oldest_age: float
+
+    @property
+    def total(self) -> int:
+        """Every pending prompt."""
+        return sum(self.counts.values())
+
+
 @dataclass(slots=True, eq=False)  # identity matters: two prompts may look alike
 class _Prompt:
     ref: PromptRef
@@ -165,19 +179,40 @@ class Tracker:
         """Prompts accepted and not yet ended (folded prompts included)."""
         return self._pending
 
-    def pending(self, now: float) -> list[PendingPrompt]:
-        """Every pending prompt with its state and age, oldest first."""
-        views = [
+    def pending(self, now: float, limit: int | None = None) -> list[PendingPrompt]:
+        """Every pending prompt (or the ``limit`` oldest) with its state and age, oldest first."""
+        every = (
+            (session, lead, p)
+            for session in self._sessions.values()
+            for lead in session.prompts
+            for p in (lead, *lead.folded)
+        )
+        chosen = (
+            sorted(every, key=_accepted_at)
+            if limit is None
+            else heapq.nsmallest(limit, every, key=_accepted_at)
+        )
+        return [
             PendingPrompt(
                 ref=p.ref,
                 state=self._state(session, lead, p),
                 age=max(0.0, now - p.ref.accepted_at),
             )
-            for session in self._sessions.values()
-            for lead in session.prompts
-            for p in (lead, *lead.folded)
+            for session, lead, p in chosen
         ]
-        return sorted(views, key=lambda v: v.ref.accepted_at)
+
+    def summary(self, now: float) -> PendingSummary:
+        """How many prompts are pending in each state, and the oldest one's age, in one pass."""
+        counts = dict.fromkeys(PromptState, 0)
+        oldest: float | None = None
+        for session in self._sessions.values():
+            for lead in session.prompts:
+                for p in (lead, *lead.folded):
+                    counts[self._state(session, lead, p)] += 1
+                    if oldest is None or p.ref.accepted_at < oldest:
+                        oldest = p.ref.accepted_at
+        age = 0.0 if oldest is None else max(0.0, now - oldest)
+        return PendingSummary(counts=counts, oldest_age=age)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to check next, or None when no timer runs."""
@@ -655,6 +690,10 @@ class Tracker:
         self.evicted_prompts += count
         for reply in lead.replies:
             self._reply_owner.pop(reply, None)
+
+
+def _accepted_at(item: tuple[_Session, _Prompt, _Prompt]) -> float:
+    return item[2].ref.accepted_at
 
 
 def _ending(finish: str | None, error: str | None) -> tuple[Outcome, str | None] | None:

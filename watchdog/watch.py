@@ -17,7 +17,7 @@ from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
 from watchdog.source import AuthError, EventSource, ServerApi, StreamError, StreamPath
 from watchdog.tracker import Tracker
-from watchdog.transitions import PromptState, Transition
+from watchdog.transitions import Transition
 
 log = structlog.get_logger("watchdog.stream")
 
@@ -25,6 +25,8 @@ log = structlog.get_logger("watchdog.stream")
 HEALTHY_AFTER = 60.0
 # Wrong credentials will not fix themselves in a second; don't hammer the server's auth.
 AUTH_RETRY_FLOOR = 30.0
+# `/status` lists this many pending prompts per server, oldest first, and gives the total.
+STATUS_PENDING_LIMIT = 500
 
 
 class StreamState(enum.StrEnum):
@@ -160,14 +162,11 @@ class ServerWatch:
 
     def snapshot(self, now: float) -> ServerSnapshot:
         """What the scrape-time gauges show for this server."""
-        pending = self.tracker.pending(now)
-        counts: dict[PromptState, int] = {}
-        for p in pending:
-            counts[p.state] = counts.get(p.state, 0) + 1
+        summary = self.tracker.summary(now)
         return ServerSnapshot(
             name=self.name,
-            pending=counts,
-            oldest_pending_age=max((p.age for p in pending), default=0.0),
+            pending=summary.counts,
+            oldest_pending_age=summary.oldest_age,
             stream_up=self.status.state is StreamState.UP,
             last_event_at=self.status.last_event_at,
             evicted_sessions=self.tracker.evicted_sessions,
@@ -187,6 +186,9 @@ class ServerWatch:
                 "last_error": self.status.last_error,
                 "reconnects": self.status.reconnects,
             },
+            # The oldest prompts only: a listing of thousands would hold the event loop.
+            "pending_total": self.tracker.pending_count,
+            "pending_listed_max": STATUS_PENDING_LIMIT,
             "pending": [
                 {
                     "server": self.name,
@@ -196,7 +198,7 @@ class ServerWatch:
                     "state": p.state.value,
                     "age_seconds": round(p.age, 3),
                 }
-                for p in self.tracker.pending(now)
+                for p in self.tracker.pending(now, limit=STATUS_PENDING_LIMIT)
             ],
         }
 
