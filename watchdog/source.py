@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import aconnect_sse
+
+from watchdog.sse import SSESplitter
 
 GLOBAL_PATH = "/global/event"
 DIRECTORY_PATH = "/event"
@@ -59,26 +61,35 @@ class Chunk:
 class EventSource:
     """Opens OpenCode's event stream, preferring `/global/event` and falling back to `/event`."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, *, max_event_bytes: int | None = None
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self.path = StreamPath.GLOBAL
+        self.max_event_bytes = max_event_bytes
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncIterator[Chunk]]:
         """Open the stream; yields an iterator of chunks. Raises ``StreamError``."""
+        async with self.connect_batches() as batches:
+            yield _one_by_one(batches)
+
+    @asynccontextmanager
+    async def connect_batches(self) -> AsyncIterator[AsyncIterator[list[str]]]:
+        """Open the stream; yields the events' data, one list per network read."""
         try:
-            async with self._open(self.path) as chunks:
-                yield chunks
+            async with self._open(self.path) as batches:
+                yield batches
         except _NotFoundError:
             if self.path is not StreamPath.GLOBAL:
                 raise ProtocolError(f"{self._base}{self.path} answered 404") from None
             self.path = StreamPath.DIRECTORY
-            async with self._open(self.path) as chunks:
-                yield chunks
+            async with self._open(self.path) as batches:
+                yield batches
 
     @asynccontextmanager
-    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[list[str]]]:
         url = f"{self._base}{path.value}"
         try:
             async with aconnect_sse(self._client, "GET", url) as source:
@@ -96,7 +107,7 @@ class EventSource:
                     raise ProtocolError(
                         f"{url} answered {content_type or 'no content type'}, not an event stream"
                     )
-                yield _chunks(source.aiter_sse(), url)
+                yield _batches(response, SSESplitter(self.max_event_bytes), url)
         except StreamError:
             raise
         except httpx.HTTPError as exc:
@@ -139,17 +150,27 @@ class ServerApi:
             raise ProtocolError(f"{url} answered something that is not JSON") from None
 
 
-async def _chunks(events: AsyncIterator[object], url: str) -> AsyncIterator[Chunk]:
+async def _batches(
+    response: httpx.Response, splitter: SSESplitter, url: str
+) -> AsyncIterator[list[str]]:
+    """The data of the events each network read completes: one split, not one await per event."""
     try:
-        async for sse in events:
-            data = getattr(sse, "data", "")
-            if data:
-                yield Chunk(data=data)
+        async for raw in response.aiter_bytes():
+            batch = splitter.feed(raw)
+            if batch:
+                yield batch
+        batch = splitter.close()
+        if batch:
+            yield batch
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from None
-    except SSEError as exc:
-        raise ProtocolError(f"{url}: {exc}") from None
     raise ClosedError(f"{url}: the server closed the stream")
+
+
+async def _one_by_one(batches: AsyncIterator[list[str]]) -> AsyncIterator[Chunk]:
+    async for batch in batches:
+        for data in batch:
+            yield Chunk(data=data)
 
 
 def _translate(exc: httpx.HTTPError, url: str) -> StreamError:

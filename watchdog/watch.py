@@ -95,10 +95,16 @@ class ServerWatch:
             attempt += 1
             opened_at = self._clock()
             try:
-                async with self.source.connect() as chunks:
+                async with self.source.connect_batches() as batches:
                     self.status.path = self.source.path.value
-                    async for chunk in chunks:
-                        self.handle(chunk.data, self._clock())
+                    async for batch in batches:
+                        # One clock read and at most one timer reschedule per network read.
+                        now = self._clock()
+                        earlier = False
+                        for data in batch:
+                            earlier = self._feed(data, now) or earlier
+                        if earlier:
+                            self._reschedule()
             except AuthError as exc:
                 self._down(StreamState.AUTH_FAILED, str(exc))
                 delay = max(AUTH_RETRY_FLOOR, self._backoff.next_delay())
@@ -112,10 +118,15 @@ class ServerWatch:
 
     def handle(self, data: str, now: float) -> None:
         """Decode one event and feed it to the tracker."""
+        if self._feed(data, now):
+            self._reschedule()
+
+    def _feed(self, data: str, now: float) -> bool:
+        """``handle`` without the reschedule; says whether a deadline may have moved earlier."""
         self.status.last_event_at = now
         decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
         if decoded is None:
-            return  # a /global/event sync duplicate
+            return False  # a /global/event sync duplicate
         event = decoded.event
         self._metrics.count_event(self.name, decoded.type)
         self._count(event)
@@ -125,8 +136,7 @@ class ServerWatch:
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
         self._dispatch(self.tracker.feed(event, now))
-        if self.tracker.deadline_may_be_earlier:
-            self._reschedule()
+        return self.tracker.deadline_may_be_earlier
 
     async def reconcile_forever(self) -> None:
         """After every (re)connect, read what the stream cannot replay and feed it to the tracker."""
