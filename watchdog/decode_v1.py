@@ -71,6 +71,18 @@ class Decoded:
     directory: str | None = None
 
 
+# `/global/event` wraps each payload as {"directory": "...", "project": "...", "payload": {...}} and
+# repeats every state change as a `sync` payload. When no object opens before the first
+# `"payload":` (inside a JSON string that text would be escaped), that key is the wrapper's, and
+# the payload's first key says it is a duplicate: skipped without parsing ~500 bytes of JSON.
+_PAYLOAD_KEY = '"payload":'
+_SYNC_PAYLOAD = '{"type":"sync"'
+DELTA = "message.part.delta"
+# Deltas (most of a busy stream) repeat the same reply's ids: their events are shared, not rebuilt.
+_ACTIVITY_CACHE_SIZE = 1024
+_activity_events: dict[tuple[str, str], ReplyActivity] = {}
+
+
 class _BadFieldError(Exception):
     """A required field is missing or has the wrong type; the message names the field only."""
 
@@ -82,6 +94,8 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     ``directory_scoped`` is false for `/global/event`, whose payloads are wrapped as
     ``{"directory", "project", "payload"}``.
     """
+    if not directory_scoped and _is_sync_duplicate(data):
+        return None
     try:
         obj = json.loads(data)
     except ValueError:
@@ -98,15 +112,45 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
         if payload.get("type") == "sync":
             return None
         obj = payload
-    event = decode_event(obj, directory=directory)
     etype = obj.get("type")
     eid = obj.get("id")
+    if etype == DELTA and (activity := _delta(obj.get("properties"))) is not None:
+        return Decoded(activity, DELTA, eid if isinstance(eid, str) else None, directory)
+    event = decode_event(obj, directory=directory)
     return Decoded(
         event=event,
         type=etype if isinstance(etype, str) else "?",
         event_id=eid if isinstance(eid, str) else None,
         directory=directory,
     )
+
+
+def _is_sync_duplicate(data: str) -> bool:
+    at = data.find(_PAYLOAD_KEY)
+    return (
+        at > 0
+        and data.startswith(_SYNC_PAYLOAD, at + len(_PAYLOAD_KEY))
+        and data.startswith("{")
+        and data.find("{", 1, at) == -1
+    )
+
+
+def _delta(props: object) -> ReplyActivity | None:
+    """A well-formed delta's event, as ``_decode`` makes it; None sends it down the general path."""
+    if not isinstance(props, dict):
+        return None
+    session_id, message_id = props.get("sessionID"), props.get("messageID")
+    if not (
+        isinstance(session_id, str) and session_id and isinstance(message_id, str) and message_id
+    ):
+        return None
+    key = (session_id, message_id)
+    event = _activity_events.get(key)
+    if event is None:
+        if len(_activity_events) >= _ACTIVITY_CACHE_SIZE:
+            _activity_events.clear()
+        event = _activity_events[key] = ReplyActivity(session_id, message_id, PartKind.CONTENT)
+    return event
 
 
 def decode_event(obj: Mapping[str, Any], *, directory: str | None = None) -> Event:

@@ -1,0 +1,114 @@
+"""The decoder's shortcuts (sync duplicates by prefix, deltas without the general dispatch) give
+the same answers as decoding everything in full."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import FIXTURES
+from tests.test_fuzz import JSON_VALUES, mutate
+from watchdog.decode_v1 import Decoded, decode_event, decode_line
+from watchdog.events import Malformed
+
+GLOBAL_LINES = [
+    line[6:]
+    for path in sorted(FIXTURES.glob("*/*.global-event.sse"))
+    for line in path.read_text(encoding="utf-8").splitlines()
+    if line.startswith("data: ")
+]
+SCOPED_LINES = [
+    line[6:]
+    for path in sorted(FIXTURES.glob("*/*.event.sse"))
+    for line in path.read_text(encoding="utf-8").splitlines()
+    if line.startswith("data: ")
+]
+
+
+def in_full(data: str, *, directory_scoped: bool) -> Decoded | None:
+    """Parse all of it, then the general decoder: what decode_line did before the shortcuts."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return Decoded(Malformed(type="?", reason="invalid JSON"), "?")
+    if not isinstance(obj, dict):
+        return Decoded(Malformed(type="?", reason="not a JSON object"), "?")
+    directory = None
+    if not directory_scoped:
+        payload = obj.get("payload")
+        if not isinstance(payload, dict):
+            return Decoded(Malformed(type="?", reason="global event without payload object"), "?")
+        raw_dir = obj.get("directory")
+        directory = raw_dir if isinstance(raw_dir, str) else None
+        if payload.get("type") == "sync":
+            return None
+        obj = payload
+    etype, eid = obj.get("type"), obj.get("id")
+    return Decoded(
+        decode_event(obj, directory=directory),
+        etype if isinstance(etype, str) else "?",
+        eid if isinstance(eid, str) else None,
+        directory,
+    )
+
+
+def test_every_captured_line_decodes_as_in_full() -> None:
+    """Both streams of every reference capture, deltas and sync duplicates included."""
+    assert any('"type":"sync"' in d for d in GLOBAL_LINES)
+    assert any('"message.part.delta"' in d for d in GLOBAL_LINES)
+    for data in GLOBAL_LINES:
+        assert decode_line(data, directory_scoped=False) == in_full(data, directory_scoped=False)
+    for data in SCOPED_LINES:
+        assert decode_line(data, directory_scoped=True) == in_full(data, directory_scoped=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.sampled_from(GLOBAL_LINES),
+    path=st.lists(st.integers(0, 50), min_size=1, max_size=5),
+    value=JSON_VALUES,
+    delete=st.booleans(),
+    cut=st.integers(0, 2000),
+    how=st.sampled_from(["mutate", "cut", "both"]),
+)
+def test_damaged_lines_decode_as_in_full(
+    line: str, path: list[int], value: Any, delete: bool, cut: int, how: str
+) -> None:
+    """Mutated and cut lines: the same result, except that a line cut after its sync prefix is
+    skipped as a duplicate rather than counted as invalid JSON."""
+    data = line
+    if how in ("mutate", "both"):
+        data = json.dumps(mutate(json.loads(data), path, value, delete), separators=(",", ":"))
+    if how in ("cut", "both"):
+        data = data[:cut]
+    got = decode_line(data, directory_scoped=False)
+    full = in_full(data, directory_scoped=False)
+    if got is None and full is not None:
+        assert isinstance(full.event, Malformed)
+        assert full.event.reason == "invalid JSON"
+        assert '"payload":{"type":"sync"' in data
+    else:
+        assert got == full
+
+
+def test_a_sync_look_alike_deeper_in_the_event_is_not_skipped() -> None:
+    """Only the wrapper's own payload counts: a nested one, or one after an object, is decoded."""
+    nested = (
+        '{"directory":"/p","project":"g","payload":{"id":"evt_1","type":"session.status",'
+        '"properties":{"sessionID":"ses_1","status":{"type":"busy"},'
+        '"x":{"payload":{"type":"sync"}}}}}'
+    )
+    after_object = '{"meta":{"a":1},"payload":{"type":"sync","x":1},"directory":"/p"}'
+    assert decode_line(nested, directory_scoped=False) == in_full(nested, directory_scoped=False)
+    assert decode_line(nested, directory_scoped=False) is not None
+    assert decode_line(after_object, directory_scoped=False) is None  # a real sync, in full
+
+
+def test_a_sync_duplicate_is_skipped_by_its_prefix() -> None:
+    """The rest of a sync line is not parsed: even a broken one is skipped, not counted."""
+    broken = '{"directory":"/p","project":"g","payload":{"type":"sync","syncEvent":{"id":'
+    assert decode_line(broken, directory_scoped=False) is None
+    assert decode_line(broken, directory_scoped=True) is not None  # /event has no sync wrapper
