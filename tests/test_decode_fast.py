@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.conftest import FIXTURES
 from tests.test_fuzz import JSON_VALUES, mutate
 from watchdog.decode_v1 import Decoded, decode_event, decode_line
-from watchdog.events import Malformed
+from watchdog.events import Malformed, PartKind, ReplyActivity
 
 GLOBAL_LINES = [
     line[6:]
@@ -112,3 +112,16 @@ def test_a_sync_duplicate_is_skipped_by_its_prefix() -> None:
     broken = '{"directory":"/p","project":"g","payload":{"type":"sync","syncEvent":{"id":'
     assert decode_line(broken, directory_scoped=False) is None
     assert decode_line(broken, directory_scoped=True) is not None  # /event has no sync wrapper
+
+
+def test_a_delta_orjson_refuses_still_counts_as_activity() -> None:
+    """Half an emoji (a lone surrogate escape) in a delta: json reads it, so it is still activity."""
+    data = (
+        '{"directory":"/p","project":"g","payload":{"id":"evt_1","type":"message.part.delta",'
+        '"properties":{"sessionID":"ses_1","messageID":"msg_1","partID":"prt_1","field":"text",'
+        '"delta":"\\ud83d"}}}'
+    )
+    decoded = decode_line(data, directory_scoped=False)
+    assert decoded == in_full(data, directory_scoped=False)
+    assert decoded is not None
+    assert decoded.event == ReplyActivity("ses_1", "msg_1", PartKind.CONTENT)

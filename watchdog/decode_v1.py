@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from watchdog.events import (
     Event,
     Heartbeat,
@@ -78,6 +80,7 @@ class Decoded:
 _PAYLOAD_KEY = '"payload":'
 _SYNC_PAYLOAD = '{"type":"sync"'
 DELTA = "message.part.delta"
+_DELTA_MARK = '"type":"message.part.delta"'
 # Deltas (most of a busy stream) repeat the same reply's ids: their events are shared, not rebuilt.
 _ACTIVITY_CACHE_SIZE = 1024
 _activity_events: dict[tuple[str, str], ReplyActivity] = {}
@@ -96,6 +99,8 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     """
     if not directory_scoped and _is_sync_duplicate(data):
         return None
+    if _DELTA_MARK in data and (fast := _delta_line(data, directory_scoped)) is not None:
+        return fast
     try:
         obj = json.loads(data)
     except ValueError:
@@ -112,17 +117,41 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
         if payload.get("type") == "sync":
             return None
         obj = payload
+    event = decode_event(obj, directory=directory)
     etype = obj.get("type")
     eid = obj.get("id")
-    if etype == DELTA and (activity := _delta(obj.get("properties"))) is not None:
-        return Decoded(activity, DELTA, eid if isinstance(eid, str) else None, directory)
-    event = decode_event(obj, directory=directory)
     return Decoded(
         event=event,
         type=etype if isinstance(etype, str) else "?",
         event_id=eid if isinstance(eid, str) else None,
         directory=directory,
     )
+
+
+def _delta_line(data: str, directory_scoped: bool) -> Decoded | None:
+    """A well-formed delta, decoded as the general path would; None leaves the line to it.
+
+    orjson parses a delta in a third of json's time. What it refuses (a lone surrogate from an
+    emoji split between two deltas, for one) and anything that is not a plain delta goes the
+    general way, through json, so numbers and errors stay exactly as json reads them.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    directory: str | None = None
+    if not directory_scoped:
+        raw_dir = obj.get("directory")
+        directory = raw_dir if isinstance(raw_dir, str) else None
+        obj = obj.get("payload")
+        if not isinstance(obj, dict):
+            return None
+    if obj.get("type") != DELTA or (activity := _delta(obj.get("properties"))) is None:
+        return None
+    eid = obj.get("id")
+    return Decoded(activity, DELTA, eid if isinstance(eid, str) else None, directory)
 
 
 def _is_sync_duplicate(data: str) -> bool:
