@@ -37,6 +37,7 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("ingest", "floor_events_per_s", "ingest: floor events/s", "/s", None, False),
     ("ingest", "rate_vs_floor", "ingest: rate vs floor", "x", 1.0, False),
     ("busy_host", "cpu_percent", "5 000 events/s: CPU", "% core", 5.0, True),
+    ("busy_host", "floor_cpu_percent", "5 000 events/s: floor CPU", "% core", None, True),
     ("scale_admit", "idle_sessions_s", "100 000 idle sessions: ingest", "s", None, True),
     ("scale_admit", "admit_s", "admit 10 000 pending", "s", 2.0, True),
     ("scale_admit", "metrics.median_ms", "/metrics at 10 000: median", "ms", 50.0, True),
