@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.test_fuzz import JSON_VALUES, mutate
-from watchdog.decode_v1 import Decoded, decode_event, decode_line
+from watchdog.decode_v1 import Decoded, decode_event, decode_line, decode_typed
 from watchdog.events import Malformed, PartKind, ReplyActivity
 
 GLOBAL_LINES = [
@@ -59,10 +59,12 @@ def test_every_captured_line_decodes_as_in_full() -> None:
     """Both streams of every reference capture, deltas and sync duplicates included."""
     assert any('"type":"sync"' in d for d in GLOBAL_LINES)
     assert any('"message.part.delta"' in d for d in GLOBAL_LINES)
-    for data in GLOBAL_LINES:
-        assert decode_line(data, directory_scoped=False) == in_full(data, directory_scoped=False)
-    for data in SCOPED_LINES:
-        assert decode_line(data, directory_scoped=True) == in_full(data, directory_scoped=True)
+    for lines, scoped in ((GLOBAL_LINES, False), (SCOPED_LINES, True)):
+        for data in lines:
+            full = in_full(data, directory_scoped=scoped)
+            assert decode_line(data, directory_scoped=scoped) == full
+            typed = decode_typed(data, directory_scoped=scoped)
+            assert typed == (None if full is None else (full.type, full.event))
 
 
 @settings(max_examples=500, deadline=None)
@@ -86,6 +88,7 @@ def test_damaged_lines_decode_as_in_full(
         data = data[:cut]
     got = decode_line(data, directory_scoped=False)
     full = in_full(data, directory_scoped=False)
+    assert decode_typed(data, directory_scoped=False) == (got and (got.type, got.event))
     if got is None and full is not None:
         assert isinstance(full.event, Malformed)
         assert full.event.reason == "invalid JSON"

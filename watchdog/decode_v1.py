@@ -83,7 +83,7 @@ DELTA = "message.part.delta"
 _DELTA_MARK = '"type":"message.part.delta"'
 # Deltas (most of a busy stream) repeat the same reply's ids: their events are shared, not rebuilt.
 _ACTIVITY_CACHE_SIZE = 1024
-_activity_events: dict[tuple[str, str], ReplyActivity] = {}
+_activity_events: dict[tuple[str, str], tuple[str, ReplyActivity]] = {}
 
 
 class _BadFieldError(Exception):
@@ -99,8 +99,11 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     """
     if not directory_scoped and _is_sync_duplicate(data):
         return None
-    if _DELTA_MARK in data and (fast := _delta_line(data, directory_scoped)) is not None:
-        return fast
+    if _DELTA_MARK in data and (delta := _delta_payload(data, directory_scoped)) is not None:
+        delta_id = delta[0].get("id")
+        return Decoded(
+            delta[2][1], DELTA, delta_id if isinstance(delta_id, str) else None, delta[1]
+        )
     try:
         obj = json.loads(data)
     except ValueError:
@@ -128,8 +131,24 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     )
 
 
-def _delta_line(data: str, directory_scoped: bool) -> Decoded | None:
-    """A well-formed delta, decoded as the general path would; None leaves the line to it.
+def decode_typed(data: str, *, directory_scoped: bool) -> tuple[str, Event] | None:
+    """``decode_line`` without the event id and directory: the wire type and the event.
+
+    What a live stream needs, for less: a delta's pair is shared with the other deltas of its reply.
+    """
+    if not directory_scoped and _is_sync_duplicate(data):
+        return None
+    if _DELTA_MARK in data and (delta := _delta_payload(data, directory_scoped)) is not None:
+        return delta[2]
+    decoded = decode_line(data, directory_scoped=directory_scoped)
+    return None if decoded is None else (decoded.type, decoded.event)
+
+
+def _delta_payload(
+    data: str, directory_scoped: bool
+) -> tuple[dict[str, Any], str | None, tuple[str, ReplyActivity]] | None:
+    """A well-formed delta's payload, directory and event, as the general path would decode it;
+    None leaves the line to that path.
 
     orjson parses a delta in a third of json's time. What it refuses (a lone surrogate from an
     emoji split between two deltas, for one) and anything that is not a plain delta goes the
@@ -148,10 +167,9 @@ def _delta_line(data: str, directory_scoped: bool) -> Decoded | None:
         obj = obj.get("payload")
         if not isinstance(obj, dict):
             return None
-    if obj.get("type") != DELTA or (activity := _delta(obj.get("properties"))) is None:
+    if obj.get("type") != DELTA or (pair := _delta(obj.get("properties"))) is None:
         return None
-    eid = obj.get("id")
-    return Decoded(activity, DELTA, eid if isinstance(eid, str) else None, directory)
+    return obj, directory, pair
 
 
 def _is_sync_duplicate(data: str) -> bool:
@@ -164,7 +182,7 @@ def _is_sync_duplicate(data: str) -> bool:
     )
 
 
-def _delta(props: object) -> ReplyActivity | None:
+def _delta(props: object) -> tuple[str, ReplyActivity] | None:
     """A well-formed delta's event, as ``_decode`` makes it; None sends it down the general path."""
     if not isinstance(props, dict):
         return None
@@ -174,12 +192,13 @@ def _delta(props: object) -> ReplyActivity | None:
     ):
         return None
     key = (session_id, message_id)
-    event = _activity_events.get(key)
-    if event is None:
+    pair = _activity_events.get(key)
+    if pair is None:
         if len(_activity_events) >= _ACTIVITY_CACHE_SIZE:
             _activity_events.clear()
-        event = _activity_events[key] = ReplyActivity(session_id, message_id, PartKind.CONTENT)
-    return event
+        activity = ReplyActivity(session_id, message_id, PartKind.CONTENT)
+        pair = _activity_events[key] = (DELTA, activity)
+    return pair
 
 
 def decode_event(obj: Mapping[str, Any], *, directory: str | None = None) -> Event:

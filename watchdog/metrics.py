@@ -117,7 +117,7 @@ class Metrics:
         )
         registry.register(_StateCollector(snapshots))
 
-    def count_event(self, server: str, event_type: str) -> None:
+    def count_event(self, server: str, event_type: str, n: int = 1) -> None:
         """Count one received event; types past the cap share the label ``other``."""
         child = self._event_children.get((server, event_type))
         if child is None:
@@ -130,7 +130,12 @@ class Metrics:
             child = self.events.labels(server=server, type=label)
             if label == event_type:  # bounded: at most cap types per server
                 self._event_children[(server, event_type)] = child
-        child.inc()
+        child.inc(n)
+
+    def count_events(self, server: str, types: dict[str, int]) -> None:
+        """Count several received events at once: ``{type: how many}``."""
+        for event_type, n in types.items():
+            self.count_event(server, event_type, n)
 
     def _child(self, family: _Family, *labels: str) -> _Family:
         key = (family, labels)

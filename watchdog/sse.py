@@ -24,21 +24,25 @@ class SSESplitter:
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = _normalise(buffer)
-        blocks = buffer.split(b"\n\n")
-        rest = blocks.pop()
         limit = self.max_event_bytes
+        end = buffer.rfind(b"\n\n")
+        rest = buffer[end + 2 :] if end >= 0 else buffer
         skipping = self._skipping
         out: list[str] = []
-        for block in blocks:
-            if skipping:
-                skipping = False  # the end of an oversized event
-            elif limit is not None and len(block) > limit:
-                self.oversized += 1
-            elif block.startswith(b"data: ") and b"\n" not in block:
-                if len(block) > 6:
-                    out.append(block[6:].decode("utf-8", "replace"))
-            else:
-                _parse_block(block, out)
+        if end >= 0:
+            # Finished events never end inside a character: decode them all at once.
+            blocks = buffer[:end].decode("utf-8", "replace").split("\n\n")
+            check = limit is not None and end > limit
+            for block in blocks:
+                if skipping:
+                    skipping = False  # the end of an oversized event
+                elif check and _too_big(block, limit):
+                    self.oversized += 1
+                elif block.startswith("data: ") and "\n" not in block:
+                    if len(block) > 6:
+                        out.append(block[6:])
+                else:
+                    _parse_block(block, out)
         if limit is not None and len(rest) > limit:
             if not skipping:
                 self.oversized += 1
@@ -64,10 +68,15 @@ def _normalise(buffer: bytes) -> bytes:
     return buffer + b"\r" if held else buffer
 
 
-def _parse_block(block: bytes, out: list[str]) -> None:
+def _too_big(block: str, limit: int | None) -> bool:
+    """More than ``limit`` bytes in UTF-8 (a character takes at most 4)."""
+    return limit is not None and len(block) * 4 > limit and len(block.encode()) > limit
+
+
+def _parse_block(block: str, out: list[str]) -> None:
     """The general case: several lines, other fields, comments, blank lines from extra newlines."""
     data: list[str] = []
-    for line in block.decode("utf-8", "replace").split("\n"):
+    for line in block.split("\n"):
         if not line:
             _dispatch(data, out)
             continue

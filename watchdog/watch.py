@@ -11,7 +11,7 @@ import anyio
 import structlog
 
 from watchdog.backoff import Backoff
-from watchdog.decode_v1 import decode_line
+from watchdog.decode_v1 import decode_typed
 from watchdog.events import Event, Ignored, Malformed, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.reconcile import read_snapshots
@@ -100,9 +100,11 @@ class ServerWatch:
                     async for batch in batches:
                         # One clock read and at most one timer reschedule per network read.
                         now = self._clock()
+                        types: dict[str, int] = {}
                         earlier = False
                         for data in batch:
-                            earlier = self._feed(data, now) or earlier
+                            earlier = self._feed(data, now, types) or earlier
+                        self._metrics.count_events(self.name, types)
                         if earlier:
                             self._reschedule()
             except AuthError as exc:
@@ -118,17 +120,21 @@ class ServerWatch:
 
     def handle(self, data: str, now: float) -> None:
         """Decode one event and feed it to the tracker."""
-        if self._feed(data, now):
+        types: dict[str, int] = {}
+        earlier = self._feed(data, now, types)
+        self._metrics.count_events(self.name, types)
+        if earlier:
             self._reschedule()
 
-    def _feed(self, data: str, now: float) -> bool:
-        """``handle`` without the reschedule; says whether a deadline may have moved earlier."""
+    def _feed(self, data: str, now: float, types: dict[str, int]) -> bool:
+        """``handle`` without the reschedule and with the type counted into ``types``; says
+        whether a deadline may have moved earlier."""
         self.status.last_event_at = now
-        decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
+        decoded = decode_typed(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
         if decoded is None:
             return False  # a /global/event sync duplicate
-        event = decoded.event
-        self._metrics.count_event(self.name, decoded.type)
+        etype, event = decoded
+        types[etype] = types.get(etype, 0) + 1
         self._count(event)
         if isinstance(event, StreamConnected):
             self._up(now)
