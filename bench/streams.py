@@ -72,10 +72,6 @@ def line(payload: dict[str, Any], *, directory: str | None = DIRECTORY) -> bytes
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-def connected(ids: Ids) -> bytes:
-    return line({"id": ids.next(), "type": "server.connected", "properties": {}}, directory=None)
-
-
 def heartbeat(ids: Ids) -> bytes:
     return line({"id": ids.next(), "type": "server.heartbeat", "properties": {}}, directory=None)
 
@@ -216,7 +212,7 @@ def busy_reply_stream(
     """
     rng = random.Random(seed)
     ids = Ids()
-    out = [connected(ids)]
+    out: list[bytes] = []  # bench.server greets with server.connected; a second one would reconnect
     replies = []
     for s in range(sessions):
         session, prompt, reply = sid(s), mid(2 * s), mid(2 * s + 1)
