@@ -53,6 +53,7 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("stalls_sessions", "p99_ms", "stalls, 3 000 own sessions: p99", "ms", 50.0, True),
     ("stalls_sessions", "max_ms", "stalls, 3 000 own sessions: max", "ms", None, True),
     ("many_servers", "cpu_percent", "20 servers x 100/s, 5 000 pending: CPU", "% core", 10.0, True),
+    ("many_servers", "floor_cpu_percent", "20 servers x 100/s: floor CPU", "% core", None, True),
     ("many_servers", "p99_ms", "20 servers: stall p99", "ms", 50.0, True),
     ("many_servers", "max_ms", "20 servers: stall max", "ms", None, True),
 ]
