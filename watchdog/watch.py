@@ -141,7 +141,8 @@ class ServerWatch:
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
-        self._dispatch(self.tracker.feed(event, now))
+        if transitions := self.tracker.feed(event, now):
+            self._dispatch(transitions)
         return self.tracker.deadline_may_be_earlier
 
     async def reconcile_forever(self) -> None:
