@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -163,6 +164,11 @@ class Tracker:
         self._deadlines: Deadlines[_Prompt] = Deadlines()
         self._touched: set[str] = set()
         self._by_age: Deadlines[_Prompt] = Deadlines()  # pending leads by accepted_at, for eviction
+        # Sessions without prompts by when they were last looked up (the order of _sessions), so
+        # the session limit finds the least recently active idle one without a scan.
+        self._stamps = itertools.count()
+        self._last_seen: dict[str, int] = {}
+        self._idle: Deadlines[str] = Deadlines()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -555,6 +561,7 @@ class Tracker:
         session.prompts.remove(prompt)
         self._deadlines.discard(prompt)
         self._by_age.discard(prompt)
+        self._note_if_idle(session)
         for p in (prompt, *prompt.folded):
             self._pending -= 1
             duration = now - p.ref.accepted_at
@@ -608,6 +615,9 @@ class Tracker:
         if isinstance(message_id, str) and (owner := self._reply_owner.get(message_id)):
             self._touched.add(owner[0])
         self._touched.update(t.prompt.session_id for t in out)
+        for t in out:
+            if (session := self._sessions.get(t.prompt.session_id)) is not None:
+                self._note_if_idle(session)  # whichever way its prompts ended
 
     def _refresh_deadlines(self) -> None:
         """Schedule the current deadlines of touched sessions (earlier ones replace later ones)."""
@@ -646,10 +656,30 @@ class Tracker:
         session = self._sessions.get(session_id)
         if session is None:
             session = self._sessions[session_id] = _Session(id=session_id)
+            self._last_seen[session_id] = next(self._stamps)
+            self._note_if_idle(session)
             self._enforce_session_limit()
         else:
             self._sessions.move_to_end(session_id)
+            self._last_seen[session_id] = next(self._stamps)  # an idle entry is re-checked
         return session
+
+    def _note_if_idle(self, session: _Session) -> None:
+        if not session.prompts and (seen := self._last_seen.get(session.id)) is not None:
+            self._idle.schedule(session.id, seen)  # an older entry stays and is re-checked
+
+    def _least_recent_idle(self) -> str | None:
+        """The first session without prompts in the order of ``_sessions``."""
+        while (top := self._idle.peek()) is not None:
+            seen, session_id = top
+            session = self._sessions.get(session_id)
+            idle = session is not None and not session.prompts
+            if idle and self._last_seen[session_id] == seen:
+                return session_id
+            self._idle.pop()  # gone, busy (noted again when its prompts end), or seen since
+            if idle:
+                self._idle.schedule(session_id, self._last_seen[session_id])
+        return None
 
     def _lineage(self, session_id: str, *, include_self: bool = True) -> Iterator[_Session]:
         session = self._sessions.get(session_id)
@@ -664,11 +694,10 @@ class Tracker:
 
     def _enforce_session_limit(self) -> None:
         while len(self._sessions) > self.limits.sessions:
-            victim_id = next(
-                (sid for sid, s in self._sessions.items() if not s.prompts),
-                next(iter(self._sessions)),
-            )
+            victim_id = self._least_recent_idle() or next(iter(self._sessions))
             victim = self._sessions.pop(victim_id)
+            self._last_seen.pop(victim_id, None)
+            self._idle.discard(victim_id)
             self.evicted_sessions += 1
             for lead in victim.prompts:
                 self._forget(lead)
@@ -681,6 +710,7 @@ class Tracker:
                 continue  # folded into a later prompt, or already forgotten
             session.prompts.remove(oldest)
             self._forget(oldest)
+            self._note_if_idle(session)
 
     def _forget(self, lead: _Prompt) -> None:
         self._deadlines.discard(lead)
