@@ -301,7 +301,10 @@ async def scale_admit() -> dict[str, Any]:
         for i in range(IDLE_SESSIONS)
     ]
     prompts = _pending_lines(ids, PENDING_SESSIONS, PENDING // PENDING_SESSIONS)
-    plan = {"": [(0.0, b"".join(idle)), (0.0, b"".join(prompts))]}
+    # The pending prompts first: their 200 sessions are then the least recently active ones,
+    # which the session limit must look past for each of the 100 000 idle sessions.
+    plan = {"": [(0.0, b"".join(prompts)), (0.0, b"".join(idle))]}
+    total = len(prompts) + len(idle) + 1
     result: dict[str, Any] = {}
     with serving(plan) as base:
         daemon = daemon_for([base], Timeouts(3600.0, 3600.0, 3600.0))
@@ -312,17 +315,19 @@ async def scale_admit() -> dict[str, Any]:
 
             t0 = time.perf_counter()
             await go(base)
-            await wait_until(lambda: accepted() > 0, 60, 0.002)
-            t1 = time.perf_counter()
             ok = await wait_until(lambda: accepted() >= PENDING, ADMIT_LIMIT, 0.002)
-            t2 = time.perf_counter()
-            result["idle_sessions_s"] = round(t1 - t0, 2)
-            result["admit_s"] = round(t2 - t1, 2) if ok else None
+            t1 = time.perf_counter()
+            result["admit_s"] = round(t1 - t0, 2) if ok else None
             result["admitted"] = int(accepted())
             if not ok:
                 result["admit_s_note"] = f"not done after {ADMIT_LIMIT:.0f} s"
                 # Let it finish (bounded) so the endpoint figures are taken at the same size.
                 await wait_until(lambda: accepted() >= PENDING, 120, 0.05)
+                t1 = time.perf_counter()
+            done = await wait_until(
+                lambda: counter_total(daemon.metrics.events) >= total, 120, 0.002
+            )
+            result["idle_sessions_s"] = round(time.perf_counter() - t1, 2) if done else None
             pending = sum(w.tracker.pending_count for w in daemon.watches)
             result["pending"] = pending
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
