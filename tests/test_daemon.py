@@ -20,7 +20,6 @@ from watchdog.metrics import Metrics
 from watchdog.outbox import Letter, Outbox
 from watchdog.source import (
     AuthError,
-    Chunk,
     ClosedError,
     EventSource,
     ProtocolError,
@@ -173,10 +172,11 @@ async def test_source_falls_back_to_event_on_older_servers() -> None:
         source = EventSource(client, "http://oc.test/")
         got: list[str] = []
         with pytest.raises(ClosedError):
-            async with source.connect() as chunks:
-                async for chunk in chunks:
-                    assert isinstance(chunk, Chunk)
-                    got.append(chunk.data)
+            async with source.connect() as batches:
+                async for batch in batches:
+                    for data in batch:
+                        assert isinstance(data, str)
+                        got.append(data)
     assert paths == ["/global/event", "/event"]
     assert source.path is StreamPath.DIRECTORY
     assert json.loads(got[0])["type"] == "server.connected"

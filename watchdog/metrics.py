@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +31,8 @@ from watchdog.transitions import (
 
 # Real replies run from under a second to half an hour of tool work; the buckets reach 30 minutes.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, float("inf"))
+
+_Family = TypeVar("_Family", Counter, Histogram)
 
 OTHER_TYPE = "other"
 DEFAULT_EVENT_TYPE_CAP = 200
@@ -65,6 +68,9 @@ class Metrics:
         ProcessCollector(registry=registry)
         self._event_types: set[str] = set()
         self._event_type_cap = event_type_cap
+        # `.labels()` takes a lock and builds a key on every call; children are looked up once.
+        self._children: dict[tuple[object, tuple[str, ...]], object] = {}
+        self._event_children: dict[tuple[str, str], Counter] = {}
         self.prompts_accepted = Counter(
             "opencode_watchdog_prompts_accepted",
             "Prompts (user messages) the server accepted.",
@@ -135,14 +141,32 @@ class Metrics:
         )
         registry.register(_StateCollector(snapshots))
 
-    def count_event(self, server: str, event_type: str) -> None:
+    def count_event(self, server: str, event_type: str, n: int = 1) -> None:
         """Count one received event; types past the cap share the label ``other``."""
-        if event_type not in self._event_types:
-            if len(self._event_types) >= self._event_type_cap:
-                event_type = OTHER_TYPE
-            else:
-                self._event_types.add(event_type)
-        self.events.labels(server=server, type=event_type).inc()
+        child = self._event_children.get((server, event_type))
+        if child is None:
+            label = event_type
+            if label not in self._event_types:
+                if len(self._event_types) >= self._event_type_cap:
+                    label = OTHER_TYPE
+                else:
+                    self._event_types.add(label)
+            child = self.events.labels(server=server, type=label)
+            if label == event_type:  # bounded: at most cap types per server
+                self._event_children[(server, event_type)] = child
+        child.inc(n)
+
+    def count_events(self, server: str, types: dict[str, int]) -> None:
+        """Count several received events at once: ``{type: how many}``."""
+        for event_type, n in types.items():
+            self.count_event(server, event_type, n)
+
+    def _child(self, family: _Family, *labels: str) -> _Family:
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child  # type: ignore[return-value] # stored under its own family
 
     def register_server(self, server: str) -> None:
         """Make a server's series exist (at zero) before its first event, so rates work from the start."""
@@ -159,14 +183,14 @@ class Metrics:
         server = transition.prompt.server
         match transition:
             case Accepted():
-                self.prompts_accepted.labels(server=server).inc()
+                self._child(self.prompts_accepted, server).inc()
             case FirstResponse(latency=latency):
-                self.first_response.labels(server=server).observe(latency)
+                self._child(self.first_response, server).observe(latency)
             case Stalled(kind=kind):
-                self.stalls.labels(server=server, kind=kind.value).inc()
+                self._child(self.stalls, server, kind.value).inc()
             case Completed(outcome=outcome, duration=duration):
-                self.prompts_completed.labels(server=server, outcome=outcome.value).inc()
-                self.reply_duration.labels(server=server, outcome=outcome.value).observe(duration)
+                self._child(self.prompts_completed, server, outcome.value).inc()
+                self._child(self.reply_duration, server, outcome.value).observe(duration)
             case Resolved():
                 pass
 

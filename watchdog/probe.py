@@ -472,14 +472,15 @@ class Probe:
     async def _listen(self, watch: _Watch) -> None:
         source = EventSource(self._client, self._base)
         try:
-            async with source.connect() as chunks:
+            async with source.connect() as batches:
                 scoped = source.path is StreamPath.DIRECTORY
-                async for chunk in chunks:
-                    if isinstance(chunk, Oversized):
-                        continue  # no probe event is anywhere near the cap
-                    line = decode_probe_line(chunk.data, directory_scoped=scoped)
-                    if line is not None:
-                        watch.take(line)
+                async for batch in batches:
+                    for data in batch:
+                        if isinstance(data, Oversized):
+                            continue  # no probe event is anywhere near the cap
+                        line = decode_probe_line(data, directory_scoped=scoped)
+                        if line is not None:
+                            watch.take(line)
         except StreamError as exc:
             watch.stream_error = str(exc)
             watch.changed.set()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
@@ -65,11 +64,7 @@ class StreamPath(enum.StrEnum):
     DIRECTORY = DIRECTORY_PATH  # older servers: the server's own directory only
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One SSE ``data`` field as received."""
-
-    data: str
+Batch = list[str | Oversized]  # what one network read finished: events' data, and skips
 
 
 class EventSource:
@@ -90,19 +85,20 @@ class EventSource:
         self.headers_timeout = headers_timeout
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncIterator[Chunk | Oversized]]:
-        """Open the stream; yields an iterator of chunks. Raises ``StreamError``."""
+    async def connect(self) -> AsyncIterator[AsyncIterator[Batch]]:
+        """Open the stream; yields the events' data, one batch per network read (one await per
+        read, not per event). Raises ``StreamError``."""
         try:
-            async with self._open(self.path) as chunks:
-                yield chunks
+            async with self._open(self.path) as batches:
+                yield batches
         except _NotFoundError:
             if self.path is not StreamPath.GLOBAL:
                 self.path = StreamPath.GLOBAL  # a fixed proxy or base URL is found next time
                 raise ProtocolError(f"{self._base}{DIRECTORY_PATH} answered 404") from None
             self.path = StreamPath.DIRECTORY
             try:
-                async with self._open(self.path) as chunks:
-                    yield chunks
+                async with self._open(self.path) as batches:
+                    yield batches
             except _NotFoundError:
                 self.path = StreamPath.GLOBAL
                 raise ProtocolError(
@@ -111,7 +107,7 @@ class EventSource:
                 ) from None
 
     @asynccontextmanager
-    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Chunk | Oversized]]:
+    async def _open(self, path: StreamPath) -> AsyncIterator[AsyncIterator[Batch]]:
         url = f"{self._base}{path.value}"
         try:
             async with AsyncExitStack() as stack:
@@ -140,7 +136,7 @@ class EventSource:
                         f"{url} answered {content_type or 'no content type'}, not an event stream"
                     )
                 _refuse_compressed(response, url)
-                yield _chunks(response.aiter_bytes(), url, SSESplitter(self.max_event_bytes))
+                yield _batches(response.aiter_bytes(), url, SSESplitter(self.max_event_bytes))
         except StreamError:
             raise
         except httpx.HTTPError as exc:
@@ -230,16 +226,15 @@ def _refuse_compressed(response: httpx.Response, url: str) -> None:
         raise ProtocolError(f"{url} answered with content-encoding {encoding}; expected none")
 
 
-async def _chunks(
+async def _batches(
     raw: AsyncIterator[bytes], url: str, splitter: SSESplitter
-) -> AsyncIterator[Chunk | Oversized]:
+) -> AsyncIterator[Batch]:
     try:
         async for piece in raw:
-            for item in splitter.feed(piece):
-                if isinstance(item, Oversized):
-                    yield item
-                elif item.data:
-                    yield Chunk(data=item.data)
+            if batch := splitter.feed(piece):
+                yield batch
+        if batch := splitter.close():
+            yield batch
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from None
     raise ClosedError(f"{url}: the server closed the stream")

@@ -1,10 +1,12 @@
-"""A bounded Server-Sent Events splitter: bytes in, events out, never more than a cap buffered.
+"""Splits a `text/event-stream` body into the ``data`` of its events, straight from the bytes, bounded.
 
-httpx-sse buffers a line until its newline comes, so a server that never sends one grows our
-memory without end. This splitter follows the WHATWG event-stream rules (CR, LF or CRLF line ends,
-split anywhere across chunks; ``data`` lines joined with LF; ``:`` comments; unknown fields
-ignored) and drops an event whose line or data exceeds ``max_event_bytes``, reporting it as
-``Oversized`` once its end arrives. Memory held is at most the cap plus one chunk.
+It gives the same ``data`` strings as httpx-sse (its line splitting on CR, LF and CRLF, comments,
+fields, multi-line data joined with LF, events left unfinished at the end dropped, UTF-8 decoded
+with replacement), but works on whole network reads: the usual event, one ``data:`` line, costs
+one split and one decode. httpx-sse buffers a line until its newline comes, so a server that never
+sends one would grow our memory without end; here an event larger than ``max_event_bytes`` is
+skipped and reported as ``Oversized``, without being buffered, the way h11 caps an incomplete event.
+Memory held is at most the cap plus one network read.
 """
 
 from __future__ import annotations
@@ -12,136 +14,113 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
-_CR, _LF = 0x0D, 0x0A
 _BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
-class SSEEvent:
-    """One dispatched event; ``data`` is its data lines joined with LF."""
-
-    data: str
-    event: str = "message"
-    id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Oversized:
-    """An event that was dropped because it exceeded the cap; ``size`` is the bytes seen."""
+    """An event skipped because it exceeded the cap; ``size`` is the bytes seen when it was."""
 
     size: int
 
 
 class SSESplitter:
-    """Feed it chunks as they arrive; it returns the events they complete."""
+    """Feed it the bytes of the stream as they come; it returns the data of each finished event."""
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
-        self._line = bytearray()
-        self._data = bytearray()
-        self._has_data = False
-        self._event = ""
-        self._last_id: str | None = None
-        self._size = 0  # bytes of the current event so far, dropped ones included
-        self._too_big = False  # the current event went over the cap: drop it at its end
-        self._skipping_line = False  # the current line went over the cap: discard to its end
-        self._after_cr = False  # the last chunk ended in CR: a leading LF belongs to it
+        self.oversized = 0  # events skipped because they were larger than max_event_bytes
+        self._buffer = b""
+        self._skipping = False  # the next finished block is the tail of an oversized event
         self._started = False
 
     @property
     def buffered(self) -> int:
-        """Bytes held right now (for tests: never much more than the cap)."""
-        return len(self._line) + len(self._data)
+        """Bytes held right now (never much more than the cap)."""
+        return len(self._buffer)
 
-    def feed(self, chunk: bytes) -> list[SSEEvent | Oversized]:
-        """Split ``chunk``; returns the events it completes, in order."""
-        out: list[SSEEvent | Oversized] = []
-        view = chunk
-        if not self._started and view:
+    def feed(self, chunk: bytes) -> list[str | Oversized]:
+        """What ``chunk`` finishes, in order: event data (empty data is left out) and skips."""
+        if not self._started and chunk:
             self._started = True
-            if view.startswith(_BOM):
-                view = view[len(_BOM) :]
-        pos, end = 0, len(view)
-        if self._after_cr and end:
-            self._after_cr = False
-            if view[0] == _LF:
-                pos = 1
-        next_cr = view.find(b"\r", pos)
-        next_lf = view.find(b"\n", pos)
-        while pos < end:
-            if 0 <= next_cr < pos:
-                next_cr = view.find(b"\r", pos)
-            if 0 <= next_lf < pos:
-                next_lf = view.find(b"\n", pos)
-            ends = [i for i in (next_cr, next_lf) if i >= 0]
-            if not ends:
-                self._take(view, pos, end)
-                break
-            stop = min(ends)
-            self._take(view, pos, stop)
-            if view[stop] == _CR:
-                if stop + 1 == end:
-                    self._after_cr = True
-                    pos = end
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = _normalise(buffer)
+        limit = self.max_event_bytes
+        end = buffer.rfind(b"\n\n")
+        rest = buffer[end + 2 :] if end >= 0 else buffer
+        skipping = self._skipping
+        out: list[str | Oversized] = []
+        if end >= 0:
+            # Finished events never end inside a character: decode them all at once.
+            blocks = buffer[:end].decode("utf-8", "replace").split("\n\n")
+            check = end > limit
+            for block in blocks:
+                if skipping:
+                    skipping = False  # the end of an oversized event, reported when it began
+                elif check and (size := _size_over(block, limit)):
+                    self.oversized += 1
+                    out.append(Oversized(size))
+                elif block.startswith("data: ") and "\n" not in block:
+                    if len(block) > 6:
+                        out.append(block[6:])
                 else:
-                    pos = stop + 2 if view[stop + 1] == _LF else stop + 1
-            else:
-                pos = stop + 1
-            self._size += 1
-            self._end_line(out)
+                    _parse_block(block, out)
+        if len(rest) > limit:
+            if not skipping:
+                self.oversized += 1
+                out.append(Oversized(len(rest)))
+            skipping = True
+            rest = rest[-1:]  # enough to see the blank line that ends it
+        self._skipping = skipping
+        self._buffer = rest
         return out
 
-    def _take(self, view: bytes, start: int, stop: int) -> None:
-        """Add ``view[start:stop]`` to the current line, or drop it past the cap."""
-        n = stop - start
-        self._size += n
-        if self._skipping_line or not n:
-            return
-        if len(self._line) + n > self.max_event_bytes:
-            self._skipping_line = True
-            self._too_big = True
-            self._line.clear()
-            self._data.clear()
-            return
-        self._line += view[start:stop]
+    def close(self) -> list[str | Oversized]:
+        """At the end of the stream: a final CR still ends a line; an unfinished event is dropped."""
+        if self._buffer.endswith(b"\r"):
+            return self.feed(b"\n")
+        return []
 
-    def _end_line(self, out: list[SSEEvent | Oversized]) -> None:
-        if self._skipping_line:
-            self._skipping_line = False
-            return
-        line = bytes(self._line)
-        self._line.clear()
+
+def _normalise(buffer: bytes) -> bytes:
+    """CRLF and lone CR become LF; a CR at the very end waits, it may be the first half of CRLF."""
+    held = buffer.endswith(b"\r")
+    if held:
+        buffer = buffer[:-1]
+    buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return buffer + b"\r" if held else buffer
+
+
+def _size_over(block: str, limit: int) -> int:
+    """The block's size in UTF-8 when it is more than ``limit`` bytes, else 0 (a character
+    takes at most 4 bytes, so short blocks are not encoded to find out)."""
+    if len(block) * 4 <= limit:
+        return 0
+    size = len(block.encode())
+    return size if size > limit else 0
+
+
+def _parse_block(block: str, out: list[str | Oversized]) -> None:
+    """The general case: several lines, other fields, comments, blank lines from extra newlines."""
+    data: list[str] = []
+    for line in block.split("\n"):
         if not line:
-            self._dispatch(out)
-            return
-        if line[0] == ord(":"):
-            return  # a comment (keep-alives from proxies): not an event, not proof of life
-        name, colon, value = line.partition(b":")
-        if colon and value.startswith(b" "):
-            value = value[1:]
-        if name == b"data":
-            if self._too_big:
-                return
-            if len(self._data) + len(value) + 1 > self.max_event_bytes:
-                self._too_big = True
-                self._data.clear()
-                return
-            self._data += value
-            self._data.append(_LF)
-            self._has_data = True
-        elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
-        elif name == b"id" and b"\0" not in value:
-            self._last_id = value.decode("utf-8", "replace")
+            _dispatch(data, out)
+            continue
+        if line.startswith(":"):
+            continue  # a comment
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    _dispatch(data, out)
 
-    def _dispatch(self, out: list[SSEEvent | Oversized]) -> None:
-        if self._too_big:
-            out.append(Oversized(self._size))
-        elif self._has_data:
-            data = bytes(self._data[:-1]).decode("utf-8", "replace")
-            out.append(SSEEvent(data, self._event or "message", self._last_id))
-        self._data.clear()
-        self._has_data = False
-        self._event = ""
-        self._size = 0
-        self._too_big = False
+
+def _dispatch(data: list[str], out: list[str | Oversized]) -> None:
+    if data:
+        joined = "\n".join(data)
+        if joined:
+            out.append(joined)
+        data.clear()

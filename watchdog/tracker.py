@@ -23,11 +23,14 @@ the reply arrives or the prompt ends; ``dropped`` and ``failed`` are final.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from watchdog.deadlines import Deadlines
 from watchdog.events import (
     Event,
     Heartbeat,
@@ -131,6 +134,19 @@ class PendingPrompt:
     age: float
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """Pending prompts by state and the oldest one's age, for the gauges and `/status`."""
+
+    counts: dict[PromptState, int]
+    oldest_age: float
+
+    @property
+    def total(self) -> int:
+        """Every pending prompt."""
+        return sum(self.counts.values())
+
+
 @dataclass(slots=True, eq=False)  # identity matters: two prompts may look alike
 class _Prompt:
     id: str  # the user message id (``ref.message_id``, which only a never-stored prompt lacks)
@@ -181,6 +197,16 @@ class Tracker:
         self._arrival_delays: deque[float] = deque(maxlen=OFFSET_SAMPLES)
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.deadline_may_be_earlier = False
+        # Each pending prompt's deadline, or an earlier time (re-checked when it comes due), and
+        # the sessions whose deadlines may have moved earlier since: see _refresh_deadlines.
+        self._deadlines: Deadlines[_Prompt] = Deadlines()
+        self._touched: set[str] = set()
+        self._by_age: Deadlines[_Prompt] = Deadlines()  # pending leads by accepted_at, for eviction
+        # Sessions without prompts by when they were last looked up (the order of _sessions), so
+        # the session limit finds the least recently active idle one without a scan.
+        self._stamps = itertools.count()
+        self._last_seen: dict[str, int] = {}
+        self._idle: Deadlines[str] = Deadlines()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -197,30 +223,53 @@ class Tracker:
         """Prompts accepted and not yet ended (folded prompts included)."""
         return self._pending
 
-    def pending(self, now: float) -> list[PendingPrompt]:
-        """Every pending prompt with its state and age, oldest first."""
-        views = [
+    def pending(self, now: float, limit: int | None = None) -> list[PendingPrompt]:
+        """Every pending prompt (or the ``limit`` oldest) with its state and age, oldest first."""
+        every = (
+            (session, lead, p)
+            for session in self._sessions.values()
+            for lead in session.prompts
+            for p in (lead, *lead.folded)
+        )
+        chosen = (
+            sorted(every, key=_by_acceptance)
+            if limit is None
+            else heapq.nsmallest(limit, every, key=_by_acceptance)
+        )
+        return [
             PendingPrompt(
                 ref=p.ref,
                 state=self._state(session, lead, p),
                 age=max(0.0, now - p.ref.accepted_at),
             )
-            for session in self._sessions.values()
-            for lead in session.prompts
-            for p in (lead, *lead.folded)
+            for session, lead, p in chosen
         ]
-        return sorted(views, key=lambda v: v.ref.accepted_at)
+
+    def summary(self, now: float) -> PendingSummary:
+        """How many prompts are pending in each state, and the oldest one's age, in one pass."""
+        counts = dict.fromkeys(PromptState, 0)
+        oldest: float | None = None
+        for session in self._sessions.values():
+            for lead in session.prompts:
+                for p in (lead, *lead.folded):
+                    counts[self._state(session, lead, p)] += 1
+                    if oldest is None or p.ref.accepted_at < oldest:
+                        oldest = p.ref.accepted_at
+        age = 0.0 if oldest is None else max(0.0, now - oldest)
+        return PendingSummary(counts=counts, oldest_age=age)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to check next, or None when no timer runs."""
-        deadlines = [
-            d
-            for session in self._sessions.values()
-            for lead in session.prompts
-            for p in (lead, *lead.folded)
-            if (d := self._deadline(session, lead, p)) is not None
-        ]
-        return min(deadlines, default=None)
+        self._refresh_deadlines()
+        while (top := self._deadlines.peek()) is not None:
+            at, prompt = top
+            actual = self._current_deadline(prompt)
+            if actual == at:
+                return at
+            self._deadlines.pop()  # moved later, or no longer runs
+            if actual is not None:
+                self._deadlines.schedule(prompt, actual)
+        return None
 
     def observe_clock(self, server_time: float, now: float) -> None:
         """Note an event the server stamped ``server_time`` and we received at ``now``."""
@@ -237,26 +286,38 @@ class Tracker:
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Apply new timeouts to pending prompts too (config reload)."""
         self.timeouts = timeouts
+        self._touched.update(sid for sid, s in self._sessions.items() if s.prompts)
 
     def tick(self, now: float) -> list[Transition]:
         """Fire the stalls whose deadline has passed."""
         out: list[Transition] = []
-        for session in self._sessions.values():
-            for lead in list(session.prompts):
-                for p in (lead, *lead.folded):
-                    deadline = self._deadline(session, lead, p)
-                    if deadline is None or now < deadline:
-                        continue
-                    if not lead.turn_started:
-                        why = _Why.NO_TURN_STARTED.value
-                        self._complete(session, lead, Outcome.NO_REPLY, now, out, reason=why)
-                        break
-                    kind = (
-                        StallKind.INACTIVE
-                        if lead.responded_at is not None
-                        else StallKind.NO_RESPONSE
-                    )
-                    self._fire(session, p, kind, now, out, only_self=True)
+        self._refresh_deadlines()
+        due: list[tuple[_Session, _Prompt, _Prompt]] = []
+        while (top := self._deadlines.peek()) is not None and top[0] <= now:
+            self._deadlines.pop()
+            p = top[1]
+            found = self._place(p)
+            if found is None:
+                continue  # ended or forgotten
+            session, lead = found
+            deadline = self._deadline(session, lead, p)
+            if deadline is None:
+                continue
+            if now < deadline:
+                self._deadlines.schedule(p, deadline)  # it moved later meanwhile
+                continue
+            due.append((session, lead, p))
+        for session, lead, p in due:
+            if lead not in session.prompts:
+                continue  # ended by an earlier one of these (its no_reply)
+            if not lead.turn_started:
+                why = _Why.NO_TURN_STARTED.value
+                self._complete(session, lead, Outcome.NO_REPLY, now, out, reason=why)
+                continue
+            kind = StallKind.INACTIVE if lead.responded_at is not None else StallKind.NO_RESPONSE
+            self._fire(session, p, kind, now, out, only_self=True)
+            if (deadline := self._deadline(session, lead, p)) is not None:
+                self._deadlines.schedule(p, deadline)
         return out
 
     def feed(self, event: Event, now: float) -> list[Transition]:
@@ -313,6 +374,8 @@ class Tracker:
         # first response switches to the inactivity timer, which may be shorter). Callers use
         # this to skip an O(pending prompts) reschedule on every streamed delta.
         self.deadline_may_be_earlier = bool(out) or not isinstance(event, _LATER_ONLY)
+        if self.deadline_may_be_earlier:
+            self._touch(event, out)
         return out
 
     # -- transitions --------------------------------------------------------------------------
@@ -349,6 +412,7 @@ class Tracker:
             turn_started=session.run in (SessionRun.BUSY, SessionRun.RETRY),
         )
         session.prompts.append(prompt)
+        self._by_age.schedule(prompt, accepted_at)
         self._pending += 1
         out.append(Accepted(prompt=ref, at=now))
         self._enforce_prompt_limit()
@@ -477,6 +541,8 @@ class Tracker:
         for prompt in list(session.prompts):
             self._complete(session, prompt, Outcome.ABORTED, now, out, reason=why)
         del self._sessions[session_id]
+        self._last_seen.pop(session_id, None)
+        self._idle.discard(session_id)
         self._deleted[session_id] = None
         while len(self._deleted) > REMEMBERED_DELETED:
             self._deleted.popitem(last=False)
@@ -646,6 +712,9 @@ class Tracker:
             error = error or ErrorInfo(reason or "unknown")
             self._fire(session, prompt, StallKind.FAILED, now, out, reason=reason, error=error)
         session.prompts.remove(prompt)
+        self._deadlines.discard(prompt)
+        self._by_age.discard(prompt)
+        self._note_if_idle(session)
         for p in (prompt, *prompt.folded):
             self._pending -= 1
             duration = now - p.ref.accepted_at
@@ -705,6 +774,45 @@ class Tracker:
             return now
         return accepted_at
 
+    def _current_deadline(self, p: _Prompt) -> float | None:
+        found = self._place(p)
+        return None if found is None else self._deadline(found[0], found[1], p)
+
+    def _place(self, p: _Prompt) -> tuple[_Session, _Prompt] | None:
+        """The session of a pending prompt and its lead (itself, or the prompt it is folded into)."""
+        session = self._sessions.get(p.ref.session_id)
+        if session is None:
+            return None
+        for lead in session.prompts:
+            if lead is p or p in lead.folded:
+                return session, lead
+        return None
+
+    def _touch(self, event: Event, out: list[Transition]) -> None:
+        """Note the sessions whose deadlines ``event`` may have moved earlier."""
+        session_id = getattr(event, "session_id", None)
+        if isinstance(session_id, str):
+            self._touched.update(s.id for s in self._lineage(session_id))
+        message_id = getattr(event, "message_id", None)
+        if isinstance(message_id, str) and (owner := self._reply_owner.get(message_id)):
+            self._touched.add(owner[0])
+        self._touched.update(t.prompt.session_id for t in out)
+        for t in out:
+            if (session := self._sessions.get(t.prompt.session_id)) is not None:
+                self._note_if_idle(session)  # whichever way its prompts ended
+
+    def _refresh_deadlines(self) -> None:
+        """Schedule the current deadlines of touched sessions (earlier ones replace later ones)."""
+        for session_id in self._touched:
+            session = self._sessions.get(session_id)
+            if session is None:
+                continue
+            for lead in session.prompts:
+                for p in (lead, *lead.folded):
+                    if (deadline := self._deadline(session, lead, p)) is not None:
+                        self._deadlines.schedule(p, deadline)
+        self._touched.clear()
+
     def _state(self, session: _Session, lead: _Prompt, p: _Prompt) -> PromptState:
         """The state of ``p``, which is ``lead`` or folded into it."""
         if p.stall is not None:
@@ -731,10 +839,30 @@ class Tracker:
         session = self._sessions.get(session_id)
         if session is None:
             session = self._sessions[session_id] = _Session(id=session_id)
+            self._last_seen[session_id] = next(self._stamps)
+            self._note_if_idle(session)
             self._enforce_session_limit()
         else:
             self._sessions.move_to_end(session_id)
+            self._last_seen[session_id] = next(self._stamps)  # an idle entry is re-checked
         return session
+
+    def _note_if_idle(self, session: _Session) -> None:
+        if not session.prompts and (seen := self._last_seen.get(session.id)) is not None:
+            self._idle.schedule(session.id, seen)  # an older entry stays and is re-checked
+
+    def _least_recent_idle(self) -> str | None:
+        """The first session without prompts in the order of ``_sessions``."""
+        while (top := self._idle.peek()) is not None:
+            seen, session_id = top
+            session = self._sessions.get(session_id)
+            idle = session is not None and not session.prompts
+            if idle and self._last_seen[session_id] == seen:
+                return session_id
+            self._idle.pop()  # gone, busy (noted again when its prompts end), or seen since
+            if idle:
+                self._idle.schedule(session_id, self._last_seen[session_id])
+        return None
 
     def _lineage(self, session_id: str, *, include_self: bool = True) -> Iterator[_Session]:
         session = self._sessions.get(session_id)
@@ -749,30 +877,36 @@ class Tracker:
 
     def _enforce_session_limit(self) -> None:
         while len(self._sessions) > self.limits.sessions:
-            victim_id = next(
-                (sid for sid, s in self._sessions.items() if not s.prompts),
-                next(iter(self._sessions)),
-            )
+            victim_id = self._least_recent_idle() or next(iter(self._sessions))
             victim = self._sessions.pop(victim_id)
+            self._last_seen.pop(victim_id, None)
+            self._idle.discard(victim_id)
             self.evicted_sessions += 1
             for lead in victim.prompts:
                 self._forget(lead)
 
     def _enforce_prompt_limit(self) -> None:
-        while self._pending > self.limits.prompts:
-            oldest = min(
-                ((s, p) for s in self._sessions.values() for p in s.prompts),
-                key=lambda sp: sp[1].ref.accepted_at,
-            )
-            oldest[0].prompts.remove(oldest[1])
-            self._forget(oldest[1])
+        while self._pending > self.limits.prompts and (top := self._by_age.pop()) is not None:
+            oldest = top[1]
+            session = self._sessions.get(oldest.ref.session_id)
+            if session is None or oldest not in session.prompts:
+                continue  # folded into a later prompt, or already forgotten
+            session.prompts.remove(oldest)
+            self._forget(oldest)
+            self._note_if_idle(session)
 
     def _forget(self, lead: _Prompt) -> None:
+        self._deadlines.discard(lead)
+        self._by_age.discard(lead)
         count = 1 + len(lead.folded)
         self._pending -= count
         self.evicted_prompts += count
         for reply in lead.replies:
             self._reply_owner.pop(reply, None)
+
+
+def _by_acceptance(item: tuple[_Session, _Prompt, _Prompt]) -> float:
+    return item[2].ref.accepted_at
 
 
 def _ending(

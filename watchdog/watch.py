@@ -12,7 +12,7 @@ import structlog
 
 from watchdog.alert import iso
 from watchdog.backoff import Backoff
-from watchdog.decode_v1 import decode_line, event_time
+from watchdog.decode_v1 import decode_line, decode_typed, event_time
 from watchdog.events import Event, Heartbeat, Ignored, Malformed, SessionSeen, StreamConnected
 from watchdog.metrics import Metrics, ServerSnapshot
 from watchdog.probe import ProbeSessions, find_probe_sessions
@@ -27,7 +27,7 @@ from watchdog.source import (
 )
 from watchdog.sse import Oversized
 from watchdog.tracker import Tracker
-from watchdog.transitions import PromptState, Transition
+from watchdog.transitions import Transition
 
 log = structlog.get_logger("watchdog.stream")
 
@@ -35,6 +35,8 @@ log = structlog.get_logger("watchdog.stream")
 HEALTHY_AFTER = 60.0
 # Wrong credentials will not fix themselves in a second; don't hammer the server's auth.
 AUTH_RETRY_FLOOR = 30.0
+# `/status` lists this many pending prompts per server, oldest first, and gives the total.
+STATUS_PENDING_LIMIT = 500
 
 
 class StreamState(enum.StrEnum):
@@ -95,6 +97,7 @@ class ServerWatch:
         self._sleep = sleep
         self._liveness = liveness
         self._warned_types: set[str] = set()
+        self._well_formed = True  # whether the last event fed decoded (liveness counts those)
         self._api = api
         self._reconcile_wanted = anyio.Event()
         self._connections = 0
@@ -127,19 +130,29 @@ class ServerWatch:
     async def _read(self) -> None:
         """Read the stream until it fails; raises ``StreamError``.
 
-        Liveness counts events that decode, not bytes: a server sending only garbage, a line that
-        never ends or events over the size cap is as dead as a silent one.
+        One clock read and at most one timer reschedule per network read. Liveness counts events
+        that decode, not bytes: a server sending only garbage, a line that never ends or events
+        over the size cap is as dead as a silent one.
         """
         with anyio.CancelScope() as silence:
             if self._liveness is not None:
                 silence.deadline = anyio.current_time() + self._liveness
-            async with self.source.connect() as chunks:
+            async with self.source.connect() as batches:
                 self.status.path = self.source.path.value
-                async for chunk in chunks:
-                    if isinstance(chunk, Oversized):
-                        self._oversized(chunk)
-                        continue
-                    if self.handle(chunk.data, self._clock()) and self._liveness is not None:
+                async for batch in batches:
+                    now = self._clock()
+                    types: dict[str, int] = {}
+                    earlier = alive = False
+                    for data in batch:
+                        if isinstance(data, Oversized):
+                            self._oversized(data)
+                            continue
+                        earlier = self._feed(data, now, types) or earlier
+                        alive = alive or self._well_formed
+                    self._metrics.count_events(self.name, types)
+                    if earlier:
+                        self._reschedule()
+                    if alive and self._liveness is not None:
                         silence.deadline = anyio.current_time() + self._liveness
         if silence.cancelled_caught:
             raise SilentError(
@@ -149,19 +162,32 @@ class ServerWatch:
 
     def handle(self, data: str, now: float) -> bool:
         """Decode one event and feed it to the tracker; True when it was well-formed."""
+        types: dict[str, int] = {}
+        earlier = self._feed(data, now, types)
+        self._metrics.count_events(self.name, types)
+        if earlier:
+            self._reschedule()
+        return self._well_formed
+
+    def _feed(self, data: str, now: float, types: dict[str, int]) -> bool:
+        """``handle`` without the reschedule and with the type counted into ``types``; says
+        whether a deadline may have moved earlier (and sets ``_well_formed``)."""
         self.status.last_event_at = now
+        self._well_formed = True
         if self._record is not None:
             self._record(self.source.path.value, data, now)
-        decoded = decode_line(data, directory_scoped=self.source.path is StreamPath.DIRECTORY)
+        scoped = self.source.path is StreamPath.DIRECTORY
+        decoded = decode_typed(data, directory_scoped=scoped)
         if decoded is None:
-            return True  # a /global/event sync duplicate
-        event = decoded.event
-        self._metrics.count_event(self.name, decoded.type)
+            return False  # a /global/event sync duplicate
+        etype, event = decoded
+        types[etype] = types.get(etype, 0) + 1
         self._count(event)
         if isinstance(event, StreamConnected | Heartbeat):
             # Every 10 s a sample of the clock offset, so that prompts are timed alike whether
             # seen live or found over REST, before any prompt has arrived.
-            sent = event_time(decoded.event_id, now)
+            full = decode_line(data, directory_scoped=scoped)  # rare: the id is worth a re-read
+            sent = event_time(full.event_id, now) if full is not None else None
             if sent is not None:
                 self.tracker.observe_clock(sent, now)
         if isinstance(event, StreamConnected):
@@ -170,14 +196,12 @@ class ServerWatch:
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
         if self._is_probe(event):
-            self.probe_sessions.publish(
-                data, directory_scoped=self.source.path is StreamPath.DIRECTORY
-            )
-            return True
-        self._dispatch(self.tracker.feed(event, now))
-        if self.tracker.deadline_may_be_earlier:
-            self._reschedule()
-        return not isinstance(event, Malformed)
+            self.probe_sessions.publish(data, directory_scoped=scoped)
+            return False
+        if transitions := self.tracker.feed(event, now):
+            self._dispatch(transitions)
+        self._well_formed = not isinstance(event, Malformed)
+        return self.tracker.deadline_may_be_earlier
 
     def _oversized(self, chunk: Oversized) -> None:
         self._metrics.oversized.labels(server=self.name, what="event").inc()
@@ -231,14 +255,11 @@ class ServerWatch:
 
     def snapshot(self, now: float) -> ServerSnapshot:
         """What the scrape-time gauges show for this server."""
-        pending = self.tracker.pending(now)
-        counts: dict[PromptState, int] = {}
-        for p in pending:
-            counts[p.state] = counts.get(p.state, 0) + 1
+        summary = self.tracker.summary(now)
         return ServerSnapshot(
             name=self.name,
-            pending=counts,
-            oldest_pending_age=max((p.age for p in pending), default=0.0),
+            pending=summary.counts,
+            oldest_pending_age=summary.oldest_age,
             stream_up=self.status.state is StreamState.UP,
             last_event_at=self.status.last_event_at,
             evicted_sessions=self.tracker.evicted_sessions,
@@ -258,6 +279,9 @@ class ServerWatch:
                 "last_error": self.status.last_error,
                 "reconnects": self.status.reconnects,
             },
+            # The oldest prompts only: a listing of thousands would hold the event loop.
+            "pending_total": self.tracker.pending_count,
+            "pending_listed_max": STATUS_PENDING_LIMIT,
             "pending": [
                 {
                     "server": self.name,
@@ -268,7 +292,7 @@ class ServerWatch:
                     "age_seconds": round(p.age, 3),
                     "accepted_at": iso(p.ref.accepted_at),
                 }
-                for p in self.tracker.pending(now)
+                for p in self.tracker.pending(now, limit=STATUS_PENDING_LIMIT)
             ],
         }
 
