@@ -350,15 +350,21 @@ class FakeLLM:
             return list(self._server.requests)
 
     def chat_requests(self, mode: str | None = None) -> list[RecordedRequest]:
-        """Chat-completion requests other than title generation, optionally of one mode."""
+        """Chat-completion requests other than title generation, optionally of one mode.
+
+        The harness's warm-up prompt (mode ``warmup``) is left out unless asked for by name: it
+        is the fixture's, not the test's.
+        """
         return [
             r
             for r in self.requests
-            if r.method == "POST" and not r.is_title and (mode is None or r.mode == mode)
+            if r.method == "POST"
+            and not r.is_title
+            and (r.mode == mode if mode is not None else r.mode != "warmup")
         ]
 
     def request_count(self, mode: str | None = None) -> int:
-        """Number of chat-completion requests (titles excluded), optionally of one mode."""
+        """Number of chat-completion requests (titles and the warm-up excluded), optionally of one mode."""
         return len(self.chat_requests(mode))
 
     def wait_for_request(
