@@ -8,6 +8,7 @@ from watchdog.recent import RecentIncidents
 from watchdog.tracker import PendingPrompt
 from watchdog.transitions import (
     Completed,
+    ErrorInfo,
     Outcome,
     PromptRef,
     PromptState,
@@ -38,6 +39,13 @@ def page(**changes: object) -> PageDom:
     recent.emit(Stalled(ref("b"), StallKind.INACTIVE, at=NOW - 50, waited=310.0))
     recent.emit(Resolved(ref("b"), StallKind.INACTIVE, at=NOW - 40, waited=320.0))
     recent.emit(Completed(ref("b"), Outcome.ANSWERED, at=NOW - 40, duration=320.0))
+    # What the tracker sends for a failure: the final `failed` stall, then the ending.
+    failure = ErrorInfo("APIError", "the provider rejected the request")
+    recent.emit(
+        Stalled(
+            ref("c"), StallKind.FAILED, at=NOW - 10, waited=5.0, reason="APIError", error=failure
+        )
+    )
     recent.emit(Completed(ref("c"), Outcome.FAILED, at=NOW - 10, duration=5.0, reason="APIError"))
     server = ServerView(
         name="laptop",

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from watchdog.transitions import Completed, Outcome, Resolved, Stalled, Transition
+from watchdog.transitions import Completed, Resolved, Stalled, Transition
 
 DEFAULT_SIZE = 50
-FAILED = "failed"  # a prompt that ended with an assistant error (outcome failed)
 
 # Why each kind is reported, in words for people; an unknown (newer) kind reads as its name.
 WHY: dict[str, str] = {
     "no_response": "no model output within the first-response timeout",
     "inactive": "the reply started, then nothing within the inactivity timeout",
     "dropped": "the session went idle and the prompt never got its reply",
-    FAILED: "the prompt ended with an error and will never be answered",
+    "failed": "the prompt ended with an error and will never be answered",
 }
 
 
@@ -74,28 +73,13 @@ class RecentIncidents:
                 self._update(
                     ref.server, ref.message_id, kind.value, at, outcome.value if outcome else None
                 )
-            case Completed(outcome=outcome, at=at, duration=duration, reason=reason):
+            case Completed(outcome=outcome):
+                # A failure is in the list already: the tracker reports it as a `failed` stall.
                 for i, item in enumerate(self._items):
                     if (item.server, item.message_id) == (ref.server, ref.message_id) and (
                         item.outcome is None
                     ):
                         self._items[i] = replace(item, outcome=outcome.value)
-                if outcome is Outcome.FAILED and self._find(ref.server, ref.message_id, FAILED) < 0:
-                    self._items.append(
-                        Incident(
-                            kind=FAILED,
-                            server=ref.server,
-                            session_id=ref.session_id,
-                            message_id=ref.message_id,
-                            at=at,
-                            waited=duration,
-                            directory=ref.directory,
-                            provider=ref.provider,
-                            model=ref.model,
-                            reason=reason,
-                            outcome=outcome.value,
-                        )
-                    )
             case _:
                 pass
 
