@@ -536,13 +536,13 @@ class Tracker:
             session.failed_at = now
 
     def _session_deleted(self, session_id: str, now: float, out: list[Transition]) -> None:
-        session = self._session(session_id)
-        why = _Why.SESSION_DELETED.value
-        for prompt in list(session.prompts):
-            self._complete(session, prompt, Outcome.ABORTED, now, out, reason=why)
-        del self._sessions[session_id]
-        self._last_seen.pop(session_id, None)
-        self._idle.discard(session_id)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            why = _Why.SESSION_DELETED.value
+            for prompt in list(session.prompts):
+                self._complete(session, prompt, Outcome.ABORTED, now, out, reason=why)
+            self._last_seen.pop(session_id, None)
+            self._idle.discard(session_id)
         self._deleted[session_id] = None
         while len(self._deleted) > REMEMBERED_DELETED:
             self._deleted.popitem(last=False)
