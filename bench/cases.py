@@ -411,6 +411,7 @@ async def stalls_sessions() -> dict[str, Any]:
     per_session = [
         synth.session_updated(ids, synth.sid(s), ms)
         + synth.user_message(ids, synth.sid(s), synth.mid(s), ms)
+        + synth.busy(ids, synth.sid(s))  # its turn starts, as OpenCode's does at once
         for s in range(OWN_SESSIONS)
     ]
     plan = {"": paced(per_session, OWN_SESSIONS / 3.0)}
@@ -449,6 +450,7 @@ async def many_servers() -> dict[str, Any]:
         ms = 1_795_596_579_000
         admissions = [
             synth.user_message(ids, synth.sid(100_000 + k), synth.mid(100_000 + k), ms)
+            + synth.busy(ids, synth.sid(100_000 + k))  # its turn starts
             for k in range(per_server)
         ]
         # Interleave: the first 5 s carry the admissions within the same 100 events/s.

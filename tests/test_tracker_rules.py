@@ -309,3 +309,18 @@ def test_idle_read_over_rest_does_not_drop_a_no_reply_message() -> None:
     )
     out = tracker.feed(snap, 102.0)
     assert kinds(out) == ["completed:no_reply"]
+
+
+def test_a_server_clock_days_off_is_not_an_offset() -> None:
+    """Times days away (a broken clock, ids without time) are ignored: a live prompt is timed
+    from its arrival, and a recovered one is not aged by days."""
+    tracker = Tracker("test", SHORT)
+    tracker.observe_clock(1000.0 - 5 * 86_400, 1000.0)  # a heartbeat stamped five days ago
+    assert tracker.clock_offset is None
+    tracker.feed(PromptAdmitted("ses_a", "msg_live", created_at=1000.0 - 5 * 86_400), 1000.0)
+    snap = SessionSnapshot(
+        "ses_b", SessionRun.BUSY, 1000.0, prompts=(PromptSnapshot("msg_rest", 999.0),)
+    )
+    tracker.feed(snap, 1000.0)
+    accepted = {v.ref.message_id: v.ref.accepted_at for v in tracker.pending(1000.0)}
+    assert accepted == {"msg_live": 1000.0, "msg_rest": 999.0}

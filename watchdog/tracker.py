@@ -84,6 +84,9 @@ OFFSET_SAMPLES = 32
 # A live prompt whose corrected time is this far before its arrival means a server clock we
 # cannot use (or a jump): we time that prompt from its arrival instead.
 MAX_ARRIVAL_DELAY = 60.0
+# Server times further than this from ours are not a clock offset but a clock (or an id format)
+# we cannot use: such samples are ignored, so that they never age a recovered prompt by days.
+MAX_CLOCK_SKEW = 3600.0
 # A real prompt stored in an idle session turns it busy within milliseconds (1.2 s on a cold
 # server); an earlier message still without a turn when the next one arrives this much later was
 # sent with `noReply`. Closer together they may be one request of two prompts, so they fold.
@@ -273,8 +276,9 @@ class Tracker:
 
     def observe_clock(self, server_time: float, now: float) -> None:
         """Note an event the server stamped ``server_time`` and we received at ``now``."""
-        if math.isfinite(server_time):
-            self._arrival_delays.append(now - server_time)
+        delay = now - server_time
+        if math.isfinite(delay) and abs(delay) <= MAX_CLOCK_SKEW:
+            self._arrival_delays.append(delay)
 
     @property
     def clock_offset(self) -> float | None:
@@ -765,11 +769,10 @@ class Tracker:
         if not math.isfinite(created_at):
             return now
         if origin is Origin.LIVE:
-            self._arrival_delays.append(now - created_at)
+            self.observe_clock(created_at, now)
         offset = self.clock_offset
-        if offset is None:
-            return min(now, created_at)  # no live prompt yet: assume the clocks agree
-        accepted_at = min(now, created_at + offset)
+        # Without a sample yet, assume the clocks agree.
+        accepted_at = min(now, created_at + (offset or 0.0))
         if origin is Origin.LIVE and now - accepted_at > MAX_ARRIVAL_DELAY:
             return now
         return accepted_at
