@@ -80,3 +80,9 @@ def test_anything_else_is_not_for_the_probe() -> None:
     assert decode_probe_line('{"type": "session.idle"}', directory_scoped=True) is None
     assert decode_session_info([]) is None
     assert decode_message_list({"not": "a list"}) == []
+
+
+def test_hostile_lines_are_not_for_the_probe_either() -> None:
+    """Deep nesting and NaN never raise: the probe's reader skips them like any other line."""
+    assert decode_probe_line("[" * 100_000 + "]" * 100_000, directory_scoped=True) is None
+    assert decode_probe_line('{"type": "session.error", "x": NaN}', directory_scoped=True) is None

@@ -268,3 +268,18 @@ def test_readme_shows_the_table_replay_prints() -> None:
     """The replay table in the README is this test's expected output, not a hand-edited copy."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert HANG_MID_AND_NORMAL in readme
+
+
+@pytest.mark.parametrize("data", ["[" * 100_000 + "]" * 100_000, '{"at": NaN}'])
+def test_a_hostile_event_is_recorded_as_unreadable_never_raised(tmp_path: Path, data: str) -> None:
+    """Nesting that breaks json's recursion, or NaN, is peer data: kept as raw (or null), no error."""
+    recorder = Recorder(tmp_path / "events.jsonl")
+    recorder.write("oc", "/global/event", data, 1.0)
+    recorder.write("oc", "/global/event", '{"payload": {"type": "server.heartbeat"}}', 2.0)
+    recorder.close()
+    first, second = (
+        json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()
+    )
+    assert first["raw"] is None
+    assert "data" not in first
+    assert second["data"] == {"payload": {"type": "server.heartbeat"}}

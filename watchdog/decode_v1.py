@@ -697,7 +697,7 @@ def decode_default_model(body: object) -> str | None:
 def decode_probe_line(data: str, *, directory_scoped: bool) -> ProbeLine | None:
     """One stream line as the probe needs it; None for everything else. Never raises."""
     try:
-        obj = json.loads(data)
+        obj = parse_json(data)
     except ValueError:
         return None
     if not isinstance(obj, dict):

@@ -34,6 +34,7 @@ from watchdog.decode_v1 import (
     decode_probe_line,
     decode_session_info,
     decode_session_list,
+    parse_json,
 )
 from watchdog.events import StreamConnected
 from watchdog.source import EventSource, ServerApi, StreamError, StreamPath
@@ -603,7 +604,7 @@ class Probe:
 
 def _json(response: httpx.Response) -> object:
     try:
-        return response.json()
+        return parse_json(response.content)
     except ValueError:
         return None
 

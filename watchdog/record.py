@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import structlog
 
-from watchdog.decode_v1 import strip_text
+from watchdog.decode_v1 import parse_json, strip_text
 
 log = structlog.get_logger("watchdog.record")
 
@@ -58,7 +58,7 @@ class Recorder:
             return
         line: dict[str, Any] = {"at": round(at, 6), "server": server, "stream": stream}
         try:
-            obj = json.loads(data)
+            obj = parse_json(data)  # peer data: deep nesting or NaN must not stop the stream
         except ValueError:
             line["raw"] = data if self.text else None
         else:

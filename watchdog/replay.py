@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from watchdog.decode_v1 import decode_line
+from watchdog.decode_v1 import decode_line, parse_json
 from watchdog.events import Event
 from watchdog.tracker import Timeouts, Tracker
 from watchdog.transitions import Accepted, Completed, FirstResponse, Outcome, Stalled, Transition
@@ -89,7 +89,7 @@ def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
     """Decode a `run --record` file (JSON lines); lines that are not records are skipped."""
     for line in lines:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except ValueError:
             continue
         if not isinstance(record, dict) or not isinstance(record.get("at"), int | float):
