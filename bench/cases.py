@@ -1,6 +1,6 @@
 """The benchmarks. Each runs in its own process (``python -m bench.cases NAME``) and prints JSON.
 
-They drive the real daemon (``watchdog.daemon.Daemon``: source, decoder, tracker, metrics, log
+They drive the real daemon (``watchdog.app.daemon.Daemon``: source, decoder, tracker, metrics, log
 sink, timers, endpoint) against ``bench.server`` over loopback, and use only interfaces that the
 code under test has had since before the benchmark existed, so old and new code run the same case.
 """
@@ -27,13 +27,14 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from bench import streams as synth
-from watchdog import logs
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.events import PromptAdmitted
-from watchdog.tracker import Timeouts, Tracker
-from watchdog.transitions import Stalled
-from watchdog.watch import StreamState
+from watchdog.app import logs
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.app.watch import StreamState
+from watchdog.core.events import PromptAdmitted
+from watchdog.core.settings import ServerConfig, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Stalled
 
 Plan = dict[str, list[tuple[float, bytes]]]
 CASES: dict[str, Callable[[], Any]] = {}

@@ -1,4 +1,4 @@
-"""Builds watchdog/demo_data/demo.record.jsonl, the demo's bundled recording, from three captures.
+"""Builds watchdog/app/demo_data/demo.record.jsonl, the demo's bundled recording, from three captures.
 
 The captures (tests/fixtures/opencode/1.18.33: normal, abort, hang-mid; a real `opencode serve`
 1.18.33 driven by the fake LLM) are laid end to end as one `/global/event` stream in the format
@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from watchdog.decode_v1 import strip_text
-from watchdog.replay import event_id_time
+from watchdog.app.replay import event_id_time
+from watchdog.opencode.strip import strip_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "tests" / "fixtures" / "opencode" / "1.18.33"
-OUT = ROOT / "watchdog" / "demo_data" / "demo.record.jsonl"
+OUT = ROOT / "watchdog" / "app" / "demo_data" / "demo.record.jsonl"
 SCENARIOS = ("normal", "abort", "hang-mid")
 START = 1795596000.0  # 2026-11-25, the day of the captures
 MAX_GAP = 3.0

@@ -11,9 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from watchdog.replay import Recorded, read_sse, replay
-from watchdog.tracker import Timeouts, Tracker
-from watchdog.transitions import Transition
+from watchdog.app.replay import Recorded, read_sse, replay
+from watchdog.core.settings import Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Transition
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode"
 VERSIONS = ("1.18.33", "1.15.13")

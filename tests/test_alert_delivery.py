@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 from tests.conftest import wait_for
 from tests.hostile import Request, head, hostile_server
 from tests.test_daemon import SSE, daemon_for, frames, hold_open, sample
-from watchdog.backoff import Backoff
-from watchdog.outbox import Letter, Outbox
-from watchdog.tracker import Timeouts
+from watchdog.core.settings import Timeouts
+from watchdog.io.backoff import Backoff
+from watchdog.io.outbox import Letter, Outbox
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import wait_for
-from watchdog.sinks.alertmanager import AlertmanagerSink, alerts_url
-from watchdog.transitions import (
+from watchdog.core.transitions import (
     Completed,
     Outcome,
     PromptRef,
@@ -24,6 +23,7 @@ from watchdog.transitions import (
     StallKind,
     Transition,
 )
+from watchdog.sinks.alertmanager import AlertmanagerSink, alerts_url
 
 pytestmark = pytest.mark.anyio
 

@@ -19,9 +19,9 @@ import anyio
 import httpx
 import pytest
 
-from watchdog.alert import iso
+from watchdog.core.clock import iso
+from watchdog.core.transitions import PromptRef, Resolved, Stalled, StallKind
 from watchdog.sinks.alertmanager import AlertmanagerSink
-from watchdog.transitions import PromptRef, Resolved, Stalled, StallKind
 
 pytestmark = pytest.mark.anyio
 

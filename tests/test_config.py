@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.cli import main
-from watchdog.config import ConfigError, RawOptions, ServerConfig, load, parse_duration
+from watchdog.app.cli import main
+from watchdog.app.config import RawOptions, load, parse_duration
+from watchdog.core.settings import ConfigError, ServerConfig
 
 
 def test_defaults_watch_the_local_server_and_listen_on_loopback() -> None:

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.conftest import FIXTURES, wait_for
-from watchdog.backoff import Backoff
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.metrics import Metrics
-from watchdog.outbox import Letter, Outbox
-from watchdog.source import (
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ServerConfig, Timeouts
+from watchdog.io.backoff import Backoff
+from watchdog.io.outbox import Letter, Outbox
+from watchdog.io.source import (
     AuthError,
     ClosedError,
     EventSource,
@@ -27,7 +27,7 @@ from watchdog.source import (
     StreamPath,
     UnreachableError,
 )
-from watchdog.tracker import Timeouts
+from watchdog.sinks.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 

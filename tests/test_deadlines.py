@@ -6,9 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_fuzz import damaged_streams
-from watchdog.deadlines import Deadlines
-from watchdog.decode_v1 import decode_line
-from watchdog.events import (
+from watchdog.core.deadlines import Deadlines
+from watchdog.core.events import (
     PartKind,
     PromptAdmitted,
     ReplyActivity,
@@ -16,8 +15,10 @@ from watchdog.events import (
     SessionRun,
     StatusChanged,
 )
-from watchdog.tracker import Limits, Timeouts, Tracker
-from watchdog.transitions import Stalled
+from watchdog.core.settings import Limits, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Stalled
+from watchdog.opencode.v1 import decode_line
 
 
 def test_earliest_comes_first_and_an_earlier_time_replaces_a_later_one() -> None:

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.test_fuzz import JSON_VALUES, mutate
-from watchdog.decode_v1 import Decoded, decode_event, decode_line, decode_typed, parse_json
-from watchdog.events import Malformed, PartKind, ReplyActivity
+from watchdog.core.events import Malformed, PartKind, ReplyActivity
+from watchdog.opencode.v1 import Decoded, decode_event, decode_line, decode_typed
+from watchdog.opencode.wire import parse_json
 
 GLOBAL_LINES = [
     line[6:]

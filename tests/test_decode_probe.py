@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 
 from tests.conftest import FIXTURES
-from watchdog.decode_v1 import (
-    PROBE_TITLE,
+from watchdog.core.events import SessionSeen, StreamConnected
+from watchdog.opencode.v1 import PROBE_TITLE, decode_line
+from watchdog.opencode.v1_probe import (
     ErrorInfo,
     MessageInfo,
     PartText,
-    decode_line,
     decode_message_list,
     decode_probe_line,
     decode_session_info,
     decode_session_list,
 )
-from watchdog.events import SessionSeen, StreamConnected
 
 CAPTURE = FIXTURES / "1.18.33" / "probe.global-event.sse"
 REST = FIXTURES / "1.18.33" / "rest"

@@ -7,15 +7,7 @@ import json
 import pytest
 
 from tests.conftest import FIXTURES, VERSIONS
-from watchdog.decode_v1 import (
-    decode_event,
-    decode_line,
-    decode_session_messages,
-    decode_status_map,
-    event_time,
-    parse_json,
-)
-from watchdog.events import (
+from watchdog.core.events import (
     HumanAsked,
     Ignored,
     Malformed,
@@ -26,6 +18,10 @@ from watchdog.events import (
     StatusChanged,
     StreamConnected,
 )
+from watchdog.opencode.ids import event_time
+from watchdog.opencode.v1 import decode_event, decode_line
+from watchdog.opencode.v1_rest import decode_session_messages, decode_status_map
+from watchdog.opencode.wire import parse_json
 
 
 def data_lines(path: str) -> list[str]:

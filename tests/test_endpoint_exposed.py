@@ -17,9 +17,10 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
-from watchdog.config import Config, ConfigError, RawOptions, ServerConfig, load
-from watchdog.daemon import Daemon
-from watchdog.webconfig import BasicAuth, read_web_config
+from watchdog.app.config import Config, RawOptions, load
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ConfigError, ServerConfig
+from watchdog.io.webconfig import BasicAuth, read_web_config
 
 PASSWORD = "correct horse battery staple"
 
@@ -152,9 +153,10 @@ UNDER_LIMIT = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 import anyio
-from watchdog.config import RawOptions, load
-from watchdog.daemon import Daemon
-from watchdog.logs import configure
+from watchdog.app.config import RawOptions, load
+from watchdog.core.settings import ConfigError
+from watchdog.app.daemon import Daemon
+from watchdog.app.logs import configure
 
 async def main() -> None:
     config = load(RawOptions(servers=["http://127.0.0.1:9"], listen="127.0.0.1:" + sys.argv[1],

@@ -16,10 +16,10 @@ import structlog
 
 from tests.conftest import wait_for
 from watchdog import __version__
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.logs import configure
-from watchdog.tracker import Timeouts
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.app.logs import configure
+from watchdog.core.settings import ServerConfig, Timeouts
 
 
 def watchdog_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

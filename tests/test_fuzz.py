@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
-from watchdog.decode_v1 import decode_line
-from watchdog.tracker import Limits, Timeouts, Tracker
-from watchdog.transitions import Accepted, Completed, Resolved, Stalled, Transition
+from watchdog.core.settings import Limits, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Accepted, Completed, Resolved, Stalled, Transition
+from watchdog.opencode.v1 import decode_line
 
 CAPTURES = [
     [

@@ -17,9 +17,10 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchdog.metrics import Metrics, ServerSnapshot
-from watchdog.probe import ProbeResult, Shape, Step, StepTiming
-from watchdog.prober import ProbeMetrics
+from watchdog.app.prober import ProbeMetrics
+from watchdog.core.settings import ProbeShape
+from watchdog.io.probe import ProbeResult, Step, StepTiming
+from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = ROOT / "grafana" / "dashboards" / "opencode-watchdog.json"
@@ -65,7 +66,7 @@ def live_metrics_text() -> str:
     metrics.first_response.labels(server="x").observe(1.0)
     metrics.reply_duration.labels(server="x", outcome="answered").observe(1.0)
     ProbeMetrics(registry).record(
-        ProbeResult("x", Shape.CURRENT, True, 1.0, (StepTiming(Step.STORED, 0.1, True),))
+        ProbeResult("x", ProbeShape.CURRENT, True, 1.0, (StepTiming(Step.STORED, 0.1, True),))
     )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -15,13 +15,14 @@ from structlog.testing import capture_logs
 from tests.conftest import wait_for
 from tests.hostile import SSE_HEAD, Request, answer_json, head, hostile_server
 from tests.test_daemon import FAST, SSE, daemon_for, frames, hold_open, sample
-from watchdog.alert import document
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ServerConfig
+from watchdog.core.transitions import PromptRef, Retry, Stalled, StallKind
+from watchdog.io.source import ProtocolError, ServerApi
+from watchdog.sinks.alert import document
 from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.log import LogSink
-from watchdog.source import ProtocolError, ServerApi
-from watchdog.transitions import PromptRef, Retry, Stalled, StallKind
 
 pytestmark = pytest.mark.anyio
 

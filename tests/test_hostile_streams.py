@@ -11,9 +11,10 @@ from structlog.testing import capture_logs
 from tests.conftest import wait_for
 from tests.hostile import CONNECTED, HEARTBEAT, SSE_HEAD, Request, answer_json, head, hostile_server
 from tests.test_daemon import FAST, sample
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.source import ServerApi, TooLargeError
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ServerConfig
+from watchdog.io.source import ServerApi, TooLargeError
 
 pytestmark = pytest.mark.anyio
 

@@ -6,9 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_fuzz import damaged_streams
-from watchdog.decode_v1 import decode_line
-from watchdog.events import PromptAdmitted, SessionSeen
-from watchdog.tracker import Limits, Timeouts, Tracker
+from watchdog.core.events import PromptAdmitted, SessionSeen
+from watchdog.core.settings import Limits, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.opencode.v1 import decode_line
 
 
 class Scanning(Tracker):

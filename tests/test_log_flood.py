@@ -14,9 +14,10 @@ from anyio.abc import ByteStream
 from tests.conftest import wait_for
 from tests.hostile import CONNECTED, HEARTBEAT, SSE_HEAD, Request, answer_json, hostile_server
 from tests.test_daemon import FAST, sample
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.logs import LogLimiter, configure, report_suppressed
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.app.logs import LogLimiter, configure, report_suppressed
+from watchdog.core.settings import ServerConfig
 
 
 class FakeClock:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from tests.pagedom import PageDom
-from watchdog.page import PageView, ServerView, render
-from watchdog.recent import RecentIncidents
-from watchdog.tracker import PendingPrompt
-from watchdog.transitions import (
+from watchdog.app.page import PageView, ServerView, render
+from watchdog.core.tracker import PendingPrompt
+from watchdog.core.transitions import (
     Completed,
     ErrorInfo,
     Outcome,
@@ -16,6 +15,7 @@ from watchdog.transitions import (
     Stalled,
     StallKind,
 )
+from watchdog.sinks.recent import RecentIncidents
 
 NOW = 1_795_596_700.0
 HOSTILE = '/home/x/<script>alert("x")</script>&co'

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from watchdog.outbox import Outbox
-from watchdog.probe import ProbeResult, Shape, Step, StepTiming
-from watchdog.prober import ProbeAlerts, ProbeMetrics
+from watchdog.app.prober import ProbeAlerts, ProbeMetrics
+from watchdog.core.settings import ProbeShape
+from watchdog.io.outbox import Outbox
+from watchdog.io.probe import ProbeResult, Step, StepTiming
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.webhook import WebhookSink
@@ -28,7 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def result(ok: bool, at: float, shape: Shape = Shape.CURRENT) -> ProbeResult:
+def result(ok: bool, at: float, shape: ProbeShape = ProbeShape.CURRENT) -> ProbeResult:
     steps = (
         StepTiming(Step.SESSION, 0.01, True),
         StepTiming(Step.ACCEPTED, 0.02, True),
@@ -142,13 +143,13 @@ def test_metrics_follow_the_latest_result() -> None:
     registry = CollectorRegistry()
     metrics = ProbeMetrics(registry)
     labels = {"server": "oc", "shape": "legacy"}
-    metrics.record(result(True, T0, Shape.LEGACY))
+    metrics.record(result(True, T0, ProbeShape.LEGACY))
     assert registry.get_sample_value("opencode_watchdog_probe_success", labels) == 1.0
     passed_at = registry.get_sample_value(
         "opencode_watchdog_probe_last_success_timestamp_seconds", labels
     )
     assert passed_at == pytest.approx(T0 + 1.06)
-    metrics.record(result(False, T0 + 60, Shape.LEGACY))
+    metrics.record(result(False, T0 + 60, ProbeShape.LEGACY))
     assert registry.get_sample_value("opencode_watchdog_probe_success", labels) == 0.0
     assert (
         registry.get_sample_value("opencode_watchdog_probe_last_success_timestamp_seconds", labels)

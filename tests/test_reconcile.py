@@ -11,13 +11,14 @@ import pytest
 
 from tests.conftest import FIXTURES, capture
 from tests.test_tracker import kinds
-from watchdog.decode_v1 import decode_session_messages, decode_status_map
-from watchdog.events import SessionRun, SessionSnapshot, StatusChanged
-from watchdog.reconcile import read_snapshots
-from watchdog.replay import replay
-from watchdog.source import ServerApi
-from watchdog.tracker import Timeouts, Tracker
-from watchdog.transitions import Accepted, Completed, PromptState, Stalled, StallKind
+from watchdog.app.replay import replay
+from watchdog.core.events import SessionRun, SessionSnapshot, StatusChanged
+from watchdog.core.settings import Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Accepted, Completed, PromptState, Stalled, StallKind
+from watchdog.io.reconcile import read_snapshots
+from watchdog.io.source import ServerApi
+from watchdog.opencode.v1_rest import decode_session_messages, decode_status_map
 
 SHORT = Timeouts(first_response=5.0, inactivity=5.0, tool=60.0)
 REST = FIXTURES / "1.18.33" / "rest"

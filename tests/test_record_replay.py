@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURES, VERSIONS, capture, wait_for
-from watchdog.config import Config, RawOptions, ServerConfig, load
-from watchdog.daemon import Daemon
-from watchdog.decode_v1 import decode_line, strip_text
-from watchdog.record import Recorder
-from watchdog.replay import analyse, read_file, read_recording, replay_files
-from watchdog.tracker import Timeouts
+from watchdog.app.config import Config, RawOptions, load
+from watchdog.app.daemon import Daemon
+from watchdog.app.replay import analyse, read_file, read_recording, replay_files
+from watchdog.core.settings import ServerConfig, Timeouts
+from watchdog.io.record import Recorder
+from watchdog.opencode.strip import strip_text
+from watchdog.opencode.v1 import decode_line
 
 NORMAL = FIXTURES / "1.18.33" / "normal.global-event.sse"
 HANG_MID = FIXTURES / "1.18.33" / "hang-mid.global-event.sse"

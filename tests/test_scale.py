@@ -9,12 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_fuzz import damaged_streams
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.decode_v1 import decode_line
-from watchdog.events import PromptAdmitted, SessionRun, StatusChanged
-from watchdog.tracker import Limits, Timeouts, Tracker
-from watchdog.watch import STATUS_PENDING_LIMIT
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.app.watch import STATUS_PENDING_LIMIT
+from watchdog.core.events import PromptAdmitted, SessionRun, StatusChanged
+from watchdog.core.settings import Limits, ServerConfig, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.opencode.v1 import decode_line
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.sdnotify import Notifier
+from watchdog.io.sdnotify import Notifier
 
 
 @pytest.fixture

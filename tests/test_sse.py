@@ -11,7 +11,7 @@ from httpx_sse import aconnect_sse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchdog.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
+from watchdog.io.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
 
 # U+FEFF is left out: a leading BOM is skipped, as the WHATWG rules say (tested on its own),
 # where httpx-sse keeps it.

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from watchdog.config import ConfigError, RawOptions, load
-from watchdog.probe import Shape
-from watchdog.statusview import problems, render
+from watchdog.app.config import RawOptions, load
+from watchdog.app.statusview import problems, render
+from watchdog.core.settings import ConfigError, ProbeShape
 
 DOCUMENT: dict[str, Any] = {
     "version": "0.1.0",
@@ -89,14 +89,14 @@ def test_probe_settings_from_flags_environment_and_file(tmp_path: Any) -> None:
     assert load(RawOptions(), {}).probe_interval is None
     config = load(RawOptions(probe_interval="1m", probe_shapes=["legacy", "current"]), {})
     assert config.probe_interval == 60.0
-    assert config.probe_shapes == (Shape.LEGACY, Shape.CURRENT)
+    assert config.probe_shapes == (ProbeShape.LEGACY, ProbeShape.CURRENT)
     env = {"OPENCODE_WATCHDOG_PROBE_INTERVAL": "30s", "OPENCODE_WATCHDOG_PROBE_SHAPE": "legacy"}
-    assert load(RawOptions(), env).probe_shapes == (Shape.LEGACY,)
+    assert load(RawOptions(), env).probe_shapes == (ProbeShape.LEGACY,)
     file = tmp_path / "c.toml"
     file.write_text('probe_interval = "5m"\nprobe_shape = ["current", "legacy"]\n')
     from_file = load(RawOptions(config=str(file)), {})
     assert from_file.probe_interval == 300.0
-    assert from_file.probe_shapes == (Shape.CURRENT, Shape.LEGACY)
+    assert from_file.probe_shapes == (ProbeShape.CURRENT, ProbeShape.LEGACY)
 
 
 @pytest.mark.parametrize(

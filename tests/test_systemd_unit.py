@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.config import CREDENTIAL_NAME, RawOptions, load
+from watchdog.app.config import CREDENTIAL_NAME, RawOptions, load
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD_DIR / "opencode-watchdog.service"

@@ -16,8 +16,9 @@ from structlog.testing import capture_logs
 from tests.conftest import wait_for
 from tests.hostile import CONNECTED, HEARTBEAT, SSE_HEAD, Request, answer_json, hostile_server
 from tests.test_daemon import FAST
-from watchdog.config import Config, ConfigError, RawOptions, ServerConfig, load
-from watchdog.daemon import Daemon
+from watchdog.app.config import Config, RawOptions, load
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ConfigError, ServerConfig
 
 
 @pytest.fixture

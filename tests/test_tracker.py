@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import VERSIONS, capture, run
-from watchdog.events import (
+from watchdog.app.replay import replay
+from watchdog.core.events import (
     Event,
     HumanAnswered,
     HumanAsked,
@@ -19,9 +20,9 @@ from watchdog.events import (
     StatusChanged,
     ToolProgress,
 )
-from watchdog.replay import replay
-from watchdog.tracker import Limits, Timeouts, Tracker
-from watchdog.transitions import (
+from watchdog.core.settings import Limits, Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import (
     Accepted,
     Completed,
     FirstResponse,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run
 from tests.test_tracker import SHORT, admit, completed, kinds
-from watchdog.events import (
+from watchdog.core.events import (
     Origin,
     PartKind,
     PromptAdmitted,
@@ -24,8 +24,9 @@ from watchdog.events import (
     SessionSnapshot,
     StatusChanged,
 )
-from watchdog.tracker import Timeouts, Tracker
-from watchdog.transitions import Accepted, Outcome, PromptState, Stalled, StallKind, Transition
+from watchdog.core.settings import Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Accepted, Outcome, PromptState, Stalled, StallKind, Transition
 
 VERSION = "1.18.33"
 STREAMS = ("event", "global-event")

@@ -14,9 +14,10 @@ import anyio
 import httpx
 import pytest
 
-from watchdog.config import Config, ServerConfig
-from watchdog.daemon import Daemon
-from watchdog.probe import Probe, ProbeResult, ProbeSpec, Shape, Step
+from watchdog.app.config import Config
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ProbeShape, ServerConfig
+from watchdog.io.probe import Probe, ProbeResult, ProbeSpec, Step
 
 from .conftest import DaemonFactory
 from .fakellm import FakeLLM
@@ -368,7 +369,7 @@ def test_the_daemons_probe_hears_the_server_error_on_the_daemons_stream(
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             with anyio.fail_after(30):
-                while ("local", Shape.CURRENT) not in daemon.prober.latest:
+                while ("local", ProbeShape.CURRENT) not in daemon.prober.latest:
                     await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
         assert daemon.probe_sessions["local"].listeners == []
@@ -376,7 +377,7 @@ def test_the_daemons_probe_hears_the_server_error_on_the_daemons_stream(
         # can make it reconnect); the probe opened none of its own.
         watch_opens = 1 + daemon.watches[0].status.reconnects
         assert transport.paths.count("/global/event") == watch_opens
-        return daemon.prober.latest[("local", Shape.CURRENT)]
+        return daemon.prober.latest[("local", ProbeShape.CURRENT)]
 
     result = anyio.run(probe_in_daemon)
     assert result.failed_step is Step.STORED

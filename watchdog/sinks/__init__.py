@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from watchdog.transitions import Transition
+from watchdog.core.transitions import Transition
 
 
 class Sink(Protocol):

@@ -13,9 +13,8 @@ import anyio
 import httpx
 import structlog
 
-from watchdog.alert import describe, iso
-from watchdog.outbox import Letter, Outbox, ResultCounter
-from watchdog.transitions import (
+from watchdog.core.clock import iso
+from watchdog.core.transitions import (
     Completed,
     PromptRef,
     Resolved,
@@ -23,6 +22,8 @@ from watchdog.transitions import (
     StallKind,
     Transition,
 )
+from watchdog.io.outbox import Letter, Outbox, ResultCounter
+from watchdog.sinks.alert import describe
 
 log = structlog.get_logger("watchdog.sinks.alertmanager")
 

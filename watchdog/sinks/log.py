@@ -6,8 +6,15 @@ from typing import Any
 
 import structlog
 
-from watchdog.alert import iso, seconds
-from watchdog.transitions import Accepted, Completed, FirstResponse, Resolved, Stalled, Transition
+from watchdog.core.clock import iso, seconds
+from watchdog.core.transitions import (
+    Accepted,
+    Completed,
+    FirstResponse,
+    Resolved,
+    Stalled,
+    Transition,
+)
 
 
 class LogSink:

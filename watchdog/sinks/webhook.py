@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from watchdog.alert import describe, document
-from watchdog.outbox import Letter, Outbox
-from watchdog.transitions import Resolved, Stalled, Transition
+from watchdog.core.transitions import Resolved, Stalled, Transition
+from watchdog.io.outbox import Letter, Outbox
+from watchdog.sinks.alert import describe, document
 
 
 class WebhookSink:

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watchdog.recent import Incident
-from watchdog.tracker import PendingPrompt
+from watchdog.core.tracker import PendingPrompt
+from watchdog.sinks.recent import Incident
 
 REFRESH_SECONDS = 10
 MAX_INCIDENTS = 20

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 import anyio
 import structlog
 
-from watchdog.decode_v1 import (
+from watchdog.core.events import SessionSnapshot, StatusChanged
+from watchdog.io.source import AuthError, ServerApi, StreamError
+from watchdog.opencode.v1_rest import (
     decode_directories,
     decode_session_messages,
     decode_status_map,
     decode_waiting,
 )
-from watchdog.events import SessionSnapshot, StatusChanged
-from watchdog.source import AuthError, ServerApi, StreamError
 
 log = structlog.get_logger("watchdog.reconcile")
 

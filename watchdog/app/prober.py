@@ -18,10 +18,10 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from watchdog import USER_AGENT
-from watchdog.alert import iso
-from watchdog.config import ServerConfig
-from watchdog.outbox import Letter
-from watchdog.probe import Probe, ProbeResult, ProbeSessions, ProbeSpec, Shape, Step
+from watchdog.core.clock import iso
+from watchdog.core.settings import ProbeShape, ServerConfig
+from watchdog.io.outbox import Letter
+from watchdog.io.probe import Probe, ProbeResult, ProbeSessions, ProbeSpec, Step
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.webhook import WebhookSink
@@ -83,7 +83,7 @@ class ProbeAlerts:
     def __init__(self, sinks: Callable[[], Iterable[Sink]], clock: Callable[[], float]) -> None:
         self._sinks = sinks
         self._clock = clock
-        self.failing: dict[tuple[str, Shape], _Failing] = {}
+        self.failing: dict[tuple[str, ProbeShape], _Failing] = {}
 
     def record(self, result: ProbeResult) -> None:
         """Log every result; fire or resolve alerts as the state changes."""
@@ -181,7 +181,7 @@ class Prober:
         sessions: Callable[[str], ProbeSessions],
         *,
         interval: float,
-        shapes: Sequence[Shape],
+        shapes: Sequence[ProbeShape],
         registry: CollectorRegistry,
         sinks: Callable[[], Iterable[Sink]],
         transport: httpx.AsyncBaseTransport | None = None,
@@ -195,7 +195,7 @@ class Prober:
         self.shapes = tuple(shapes)
         self.metrics = ProbeMetrics(registry)
         self.alerts = ProbeAlerts(sinks, clock)
-        self.latest: dict[tuple[str, Shape], ProbeResult] = {}
+        self.latest: dict[tuple[str, ProbeShape], ProbeResult] = {}
         self._transport = transport
         self._clock = clock
         self._sleep = sleep

@@ -10,14 +10,14 @@ from typing import Any
 import anyio
 import structlog
 
-from watchdog.alert import iso
-from watchdog.backoff import Backoff
-from watchdog.decode_v1 import decode_line, decode_typed, event_time
-from watchdog.events import Event, Heartbeat, Ignored, Malformed, SessionSeen, StreamConnected
-from watchdog.metrics import Metrics, ServerSnapshot
-from watchdog.probe import ProbeSessions, find_probe_sessions
-from watchdog.reconcile import MAX_DIRECTORIES, read_snapshots
-from watchdog.source import (
+from watchdog.core.clock import iso
+from watchdog.core.events import Event, Heartbeat, Ignored, Malformed, SessionSeen, StreamConnected
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Transition
+from watchdog.io.backoff import Backoff
+from watchdog.io.probe import ProbeSessions, find_probe_sessions
+from watchdog.io.reconcile import MAX_DIRECTORIES, read_snapshots
+from watchdog.io.source import (
     AuthError,
     EventSource,
     ServerApi,
@@ -25,9 +25,10 @@ from watchdog.source import (
     StreamError,
     StreamPath,
 )
-from watchdog.sse import Oversized
-from watchdog.tracker import Tracker
-from watchdog.transitions import Transition
+from watchdog.io.sse import Oversized
+from watchdog.opencode.ids import event_time
+from watchdog.opencode.v1 import decode_line, decode_typed
+from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
 log = structlog.get_logger("watchdog.stream")
 

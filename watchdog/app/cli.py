@@ -9,11 +9,12 @@ from collections.abc import Sequence
 
 import anyio
 
-from watchdog import __version__, probe_cli, statusview
-from watchdog.config import ConfigError, RawOptions, load, parse_duration
-from watchdog.logs import configure
-from watchdog.sdnotify import Notifier
-from watchdog.tracker import Timeouts
+from watchdog import __version__
+from watchdog.app import probe_cli, statusview
+from watchdog.app.config import RawOptions, load, parse_duration
+from watchdog.app.logs import configure
+from watchdog.core.settings import ConfigError, Timeouts
+from watchdog.io.sdnotify import Notifier
 
 EXIT_CONFIG = 2
 
@@ -191,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "usage_of", top).error(f"unrecognized arguments: {' '.join(unknown)}")
     environ = dict(os.environ)
     if args.command == "demo":
-        from watchdog.demo import run_demo  # noqa: PLC0415 - only the demo needs its recording
+        from watchdog.app.demo import run_demo  # noqa: PLC0415 - only the demo needs its recording
 
         configure(args.log_format, "info", sys.stdout)
         try:
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _config_error(exc)
     configure(config.log_format, config.log_level, sys.stdout)
-    from watchdog.daemon import Daemon  # noqa: PLC0415 - keeps `--help` and bad flags fast
+    from watchdog.app.daemon import Daemon  # noqa: PLC0415 - keeps `--help` and bad flags fast
 
     async def serve() -> None:
         daemon = Daemon(
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from watchdog.replay import replay_files  # noqa: PLC0415 - only replay needs it
+    from watchdog.app.replay import replay_files  # noqa: PLC0415 - only replay needs it
 
     try:
         timeouts = Timeouts(

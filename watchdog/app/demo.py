@@ -19,11 +19,11 @@ import anyio
 import httpx
 import structlog
 
-from watchdog.config import Config, ConfigError, ServerConfig, parse_listen
-from watchdog.daemon import Daemon
-from watchdog.recent import Incident
-from watchdog.replay import analyse, read_recording, render_text, sweep
-from watchdog.tracker import Timeouts
+from watchdog.app.config import Config, parse_listen
+from watchdog.app.daemon import Daemon
+from watchdog.app.replay import analyse, read_recording, render_text, sweep
+from watchdog.core.settings import ConfigError, ServerConfig, Timeouts
+from watchdog.sinks.recent import Incident
 
 log = structlog.get_logger("watchdog.demo")
 
@@ -43,7 +43,9 @@ class Frame:
 
 def recording_lines() -> list[str]:
     """The bundled recording, one JSON record per line."""
-    text = resources.files("watchdog").joinpath("demo_data", RECORDING).read_text(encoding="utf-8")
+    text = (
+        resources.files("watchdog.app").joinpath("demo_data", RECORDING).read_text(encoding="utf-8")
+    )
     return text.splitlines()
 
 

@@ -2,7 +2,7 @@
 
 One line per event: ``{"at": <seconds since the epoch>, "server": NAME, "stream": PATH, "data": {...}}``,
 where ``data`` is the event as OpenCode sent it, with prompt and reply text emptied
-(``decode_v1.strip_text``) unless ``--record-text`` is given. An event that is not JSON is kept
+(``watchdog.opencode.strip.strip_text``) unless ``--record-text`` is given. An event that is not JSON is kept
 as ``"raw"`` only with ``--record-text``. When the file passes ``max_bytes`` it is renamed to
 ``FILE.1`` (older ones to ``FILE.2``…, up to ``keep``) and a new one is started.
 """
@@ -15,7 +15,8 @@ from typing import IO, Any
 
 import structlog
 
-from watchdog.decode_v1 import parse_json, strip_text
+from watchdog.opencode.strip import strip_text
+from watchdog.opencode.wire import parse_json
 
 log = structlog.get_logger("watchdog.record")
 

@@ -20,28 +20,29 @@ from anyio.abc import TaskGroup, TaskStatus
 from prometheus_client import CollectorRegistry
 
 from watchdog import USER_AGENT, __version__
-from watchdog.alert import iso
-from watchdog.config import Config, ConfigError, ServerConfig
-from watchdog.endpoint import Endpoint, Health, bound_port
-from watchdog.logs import report_suppressed
-from watchdog.metrics import Metrics
-from watchdog.outbox import Outbox
-from watchdog.page import PageView, ServerView
-from watchdog.page import render as render_page
-from watchdog.probe import ProbeSessions, ProbeSpec
-from watchdog.prober import Prober
-from watchdog.recent import RecentIncidents
-from watchdog.record import Recorder
-from watchdog.sdnotify import Notifier
+from watchdog.app.config import Config
+from watchdog.app.logs import report_suppressed
+from watchdog.app.page import PageView, ServerView
+from watchdog.app.page import render as render_page
+from watchdog.app.prober import Prober
+from watchdog.app.watch import ServerWatch, StreamState
+from watchdog.core.clock import iso
+from watchdog.core.settings import ConfigError, ServerConfig
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Transition
+from watchdog.io.endpoint import Endpoint, Health, bound_port
+from watchdog.io.outbox import Outbox
+from watchdog.io.probe import ProbeSessions, ProbeSpec
+from watchdog.io.record import Recorder
+from watchdog.io.sdnotify import Notifier
+from watchdog.io.source import EventSource, ServerApi
+from watchdog.io.supervise import supervise
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
 from watchdog.sinks.log import LogSink
+from watchdog.sinks.metrics import Metrics
+from watchdog.sinks.recent import RecentIncidents
 from watchdog.sinks.webhook import WebhookSink
-from watchdog.source import EventSource, ServerApi
-from watchdog.supervise import supervise
-from watchdog.tracker import Tracker
-from watchdog.transitions import Transition
-from watchdog.watch import ServerWatch, StreamState
 
 log = structlog.get_logger("watchdog.daemon")
 

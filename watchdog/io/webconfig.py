@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 import bcrypt
 
-from watchdog.config import ConfigError
+from watchdog.core.settings import ConfigError
 
 # Compared against when the user is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = b"$2b$10$3euPcmQFCiblsZeEu5s7p.9OVHgeHWFDk9nhMqZ0m/3pd/lhwZgES"

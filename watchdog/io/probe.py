@@ -21,9 +21,13 @@ from typing import Any
 import anyio
 import httpx
 
-from watchdog.alert import iso
-from watchdog.decode_v1 import (
-    PROBE_TITLE,
+from watchdog.core.clock import iso
+from watchdog.core.events import StreamConnected
+from watchdog.core.settings import ProbeShape
+from watchdog.io.source import EventSource, ServerApi, StreamError, StreamPath
+from watchdog.io.sse import Oversized
+from watchdog.opencode.v1 import PROBE_TITLE
+from watchdog.opencode.v1_probe import (
     ErrorInfo,
     MessageInfo,
     PartText,
@@ -34,11 +38,8 @@ from watchdog.decode_v1 import (
     decode_probe_line,
     decode_session_info,
     decode_session_list,
-    parse_json,
 )
-from watchdog.events import StreamConnected
-from watchdog.source import EventSource, ServerApi, StreamError, StreamPath
-from watchdog.sse import Oversized
+from watchdog.opencode.wire import parse_json
 
 # Sessions titled PROBE_TITLE (defined next to the decoder, which marks them) belong to the probe;
 # the daemon keeps them out of its metrics.
@@ -51,13 +52,6 @@ _REASON_LIMIT = 300
 # 0.3 s pause). The command-line probe waits this long before posting; the daemon's probes use
 # its long-lived stream instead.
 STREAM_SETTLE = 0.5
-
-
-class Shape(enum.StrEnum):
-    """The `prompt_async` payload a probe sends."""
-
-    CURRENT = "current"  # messageID and part ids, as the web client sends them
-    LEGACY = "legacy"  # no ids, with agent and model, as older clients send them
 
 
 class Step(enum.StrEnum):
@@ -74,7 +68,7 @@ class Step(enum.StrEnum):
 class ProbeSpec:
     """What to send and how long each step may take."""
 
-    shape: Shape = Shape.CURRENT
+    shape: ProbeShape = ProbeShape.CURRENT
     agent: str | None = None
     model: str | None = None  # provider/model
     directory: str | None = None
@@ -99,7 +93,7 @@ class ProbeResult:
     """The outcome of one probe."""
 
     server: str
-    shape: Shape
+    shape: ProbeShape
     ok: bool
     started_at: float  # seconds since the epoch
     steps: tuple[StepTiming, ...]
@@ -494,7 +488,7 @@ class Probe:
             body["noReply"] = True
         model = spec.model
         agent = spec.agent
-        if spec.shape is Shape.CURRENT:
+        if spec.shape is ProbeShape.CURRENT:
             message_id = self._new_id("msg")
             body["messageID"] = message_id
             part["id"] = self._new_id("prt")

@@ -30,8 +30,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from watchdog.deadlines import Deadlines
-from watchdog.events import (
+from watchdog.core.deadlines import Deadlines
+from watchdog.core.events import (
     Event,
     Heartbeat,
     HumanAnswered,
@@ -53,7 +53,8 @@ from watchdog.events import (
     StatusChanged,
     ToolProgress,
 )
-from watchdog.transitions import (
+from watchdog.core.settings import Limits, Timeouts
+from watchdog.core.transitions import (
     Accepted,
     Completed,
     ErrorInfo,
@@ -96,26 +97,6 @@ NO_TURN_GAP = 1.0
 REMEMBERED_DELETED = 1024
 FINAL_KINDS = frozenset({StallKind.DROPPED, StallKind.FAILED})
 _LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """How long each phase may stay silent before it is reported (seconds)."""
-
-    first_response: float = 300.0
-    inactivity: float = 300.0
-    tool: float = 1800.0
-    # A prompt stored while its session is idle starts a turn (`busy`) at once; one that starts
-    # none within this time was sent with `noReply` and is not a question.
-    turn_start: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Memory bounds: a flood of sessions or prompts evicts the least recently active."""
-
-    sessions: int = 10_000
-    prompts: int = 10_000
 
 
 class _Why(enum.StrEnum):

@@ -9,10 +9,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from watchdog.decode_v1 import decode_line, parse_json
-from watchdog.events import Event
-from watchdog.tracker import Timeouts, Tracker
-from watchdog.transitions import Accepted, Completed, FirstResponse, Outcome, Stalled, Transition
+from watchdog.core.events import Event
+from watchdog.core.settings import Timeouts
+from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import (
+    Accepted,
+    Completed,
+    FirstResponse,
+    Outcome,
+    Stalled,
+    Transition,
+)
+from watchdog.opencode.v1 import decode_line
+from watchdog.opencode.wire import parse_json
 
 _ID_TIME_DIGITS = 12
 

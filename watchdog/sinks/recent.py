@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from watchdog.transitions import Completed, Resolved, Stalled, Transition
+from watchdog.core.transitions import Completed, Resolved, Stalled, Transition
 
 DEFAULT_SIZE = 50
 

@@ -14,9 +14,9 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from watchdog.decode_v1 import parse_json
-from watchdog.httperrors import failure_cause
-from watchdog.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
+from watchdog.io.httperrors import failure_cause
+from watchdog.io.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
+from watchdog.opencode.wire import parse_json
 
 GLOBAL_PATH = "/global/event"
 DIRECTORY_PATH = "/event"

@@ -14,18 +14,20 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from watchdog.probe import Shape
-from watchdog.tracker import Timeouts
-
-if TYPE_CHECKING:
-    from watchdog.webconfig import WebConfig
+from watchdog.core.settings import (
+    DEFAULT_USERNAME,
+    ConfigError,
+    ProbeShape,
+    ServerConfig,
+    Timeouts,
+)
+from watchdog.io.webconfig import WebConfig, parse_web_config, read_web_config
 
 DEFAULT_SERVER = "http://127.0.0.1:4096"
 DEFAULT_LISTEN = "127.0.0.1:9464"
-DEFAULT_USERNAME = "opencode"
 ENV_PREFIX = "OPENCODE_WATCHDOG_"
 CREDENTIAL_NAME = "opencode-password"  # systemd LoadCredential= name
 # OpenCode sends a heartbeat every 10 s; three missed ones mean the stream is dead.
@@ -60,25 +62,6 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; ``str()`` is the one-line message for the operator."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
-        self.option = option
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """One OpenCode server to watch."""
-
-    name: str
-    url: str
-    username: str = DEFAULT_USERNAME
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None  # PEM bundle to verify the server's certificate (private CA)
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything the daemon needs, validated."""
@@ -100,7 +83,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     web: WebConfig | None = None  # TLS and basic auth for --listen
     probe_interval: float | None = None  # None: the admission probe does not run
-    probe_shapes: tuple[Shape, ...] = (Shape.CURRENT,)
+    probe_shapes: tuple[ProbeShape, ...] = (ProbeShape.CURRENT,)
     record: str | None = None  # `--record FILE`: append every received event (a restart applies it)
     record_text: bool = False  # keep prompt and reply text in the recording
 
@@ -247,7 +230,6 @@ def _web(
     config_path: str | None,
 ) -> WebConfig | None:
     """``--web-config FILE`` (or its variable, or ``web_config`` in the file), else ``[web]``."""
-    from watchdog.webconfig import parse_web_config, read_web_config  # noqa: PLC0415 - it imports this module
 
     env_key = f"{ENV_PREFIX}WEB_CONFIG"
     if options.web_config is not None:
@@ -494,7 +476,7 @@ def _probe_shapes(
     environ: Mapping[str, str],
     file: Mapping[str, Any],
     config_path: str | None,
-) -> tuple[Shape, ...]:
+) -> tuple[ProbeShape, ...]:
     env_key = f"{ENV_PREFIX}PROBE_SHAPE"
     option, values = "--probe-shape", list(flags)
     if not values and environ.get(env_key):
@@ -504,11 +486,11 @@ def _probe_shapes(
         raw = file["probe_shape"]
         values = [raw] if isinstance(raw, str) else raw
     if not values:
-        return (Shape.CURRENT,)
-    allowed = [s.value for s in Shape]
+        return (ProbeShape.CURRENT,)
+    allowed = [s.value for s in ProbeShape]
     if not isinstance(values, list) or not all(v in allowed for v in values):
         raise ConfigError(option, f"expected {' or '.join(allowed)} (or a list of them)")
-    return tuple(dict.fromkeys(Shape(v) for v in values))
+    return tuple(dict.fromkeys(ProbeShape(v) for v in values))
 
 
 def _check_sink_url(option: str, url: str) -> str:

@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from typing import Any
 
-from watchdog.transitions import Resolved, Stalled
-
-
-def iso(ts: float | None) -> str | None:
-    """RFC 3339 UTC with milliseconds; None for a time no date can show (NaN, infinite, 1e300).
-
-    Times can come from a peer: formatting one must never cost the alert it belongs to.
-    """
-    if ts is None or not math.isfinite(ts):
-        return None
-    try:
-        moment = datetime.fromtimestamp(ts, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def seconds(value: float) -> float | None:
-    """A duration for JSON, rounded to milliseconds; None when not finite (JSON has no NaN)."""
-    return round(value, 3) if math.isfinite(value) else None
+from watchdog.core.clock import iso, seconds
+from watchdog.core.transitions import Resolved, Stalled
 
 
 def document(transition: Stalled | Resolved) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from anyio.streams.stapled import MultiListener
 from anyio.streams.tls import TLSStream
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from watchdog.webconfig import BasicAuth, WebConfig
+from watchdog.io.webconfig import BasicAuth, WebConfig
 
 log = structlog.get_logger("watchdog.endpoint")
 

@@ -13,8 +13,8 @@ import anyio
 import httpx
 import structlog
 
-from watchdog.backoff import Backoff
-from watchdog.httperrors import failure_cause
+from watchdog.io.backoff import Backoff
+from watchdog.io.httperrors import failure_cause
 
 log = structlog.get_logger("watchdog.outbox")
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import structlog
 
-from watchdog.backoff import Backoff
+from watchdog.io.backoff import Backoff
 
 log = structlog.get_logger("watchdog.supervise")
 

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from watchdog import __version__
-from watchdog.transitions import (
+from watchdog.core.transitions import (
     Accepted,
     Completed,
     FirstResponse,

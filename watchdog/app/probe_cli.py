@@ -12,14 +12,9 @@ import anyio
 import httpx
 
 from watchdog import USER_AGENT
-from watchdog.config import (
-    DEFAULT_USERNAME,
-    ConfigError,
-    parse_duration,
-    parse_server,
-    read_secret,
-)
-from watchdog.probe import Probe, ProbeResult, ProbeSpec, Shape
+from watchdog.app.config import parse_duration, parse_server, read_secret
+from watchdog.core.settings import DEFAULT_USERNAME, ConfigError, ProbeShape
+from watchdog.io.probe import Probe, ProbeResult, ProbeSpec
 
 EXIT_FAILED = 1
 
@@ -38,7 +33,9 @@ def add_parser(sub: Any) -> None:
     probe.add_argument(
         "--server", metavar="[NAME=]URL", default="http://127.0.0.1:4096", help="the server"
     )
-    probe.add_argument("--shape", choices=[s.value for s in Shape], default=Shape.CURRENT.value)
+    probe.add_argument(
+        "--shape", choices=[s.value for s in ProbeShape], default=ProbeShape.CURRENT.value
+    )
     probe.add_argument("--agent", help="agent the payload names (legacy default: build)")
     probe.add_argument(
         "--model",
@@ -65,7 +62,7 @@ def spec_from(args: argparse.Namespace) -> ProbeSpec:
             "--model", f"expected PROVIDER/MODEL such as anthropic/claude, got {model!r}"
         )
     return ProbeSpec(
-        shape=Shape(args.shape),
+        shape=ProbeShape(args.shape),
         agent=args.agent,
         model=model,
         directory=args.directory,
