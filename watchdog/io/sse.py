@@ -68,7 +68,9 @@ class SSESplitter:
                         out.append(block[6:])
                 else:
                     _parse_block(block, out)
-        if len(rest) > limit:
+        # An unfinished event may hold its cap in content plus the line end that will finish it
+        # (a newline, and a CR that may be half of a CRLF): anything beyond is over the cap.
+        if len(rest) > limit + 2:
             if not skipping:
                 self.oversized += 1
                 out.append(Oversized(len(rest)))
