@@ -84,9 +84,8 @@ def brute_next_deadline(tracker: Tracker) -> float | None:
     deadlines = [
         d
         for session in tracker._sessions.values()
-        for lead in session.prompts
-        for p in (lead, *lead.folded)
-        if (d := tracker._deadline(session, lead, p)) is not None
+        for p in session.prompts
+        if (d := tracker._deadline(p)) is not None
     ]
     return min(deadlines, default=None)
 

@@ -153,8 +153,10 @@ async def test_alertmanager_alert_with_unusable_times_uses_the_time_of_sending(b
 
 
 async def test_hostile_events_on_a_real_socket_are_counted_and_the_stream_survives() -> None:
-    """Deep nesting, 400-digit times and NaN on the wire are counted malformed; the heartbeat after
-    them still gets through and the stream stays up."""
+    """Deep nesting and NaN (not JSON) on the wire are counted malformed; a user message whose
+    time is a valid number but no usable time (400 digits, -1e300) is still a prompt, timed from
+    its arrival and counted (once: both lines carry the same message). The heartbeat after them
+    gets through and the stream stays up."""
     admission = (
         '{"type":"message.updated","properties":{"info":{"role":"user","sessionID":"s",'
         '"id":"m","time":{"created":%s}}}}'
@@ -193,7 +195,10 @@ async def test_hostile_events_on_a_real_socket_are_counted_and_the_stream_surviv
                 "the heartbeat after the attacks",
             )
             tg.cancel_scope.cancel()
-    assert sample(daemon, "opencode_watchdog_malformed_events_total", server="oc") == 4.0
+    assert sample(daemon, "opencode_watchdog_malformed_events_total", server="oc") == 2.0
+    # The two share a message id: one prompt, timed from its arrival.
+    assert sample(daemon, "opencode_watchdog_unusable_prompt_times_total", server="oc") == 1.0
+    assert sample(daemon, "opencode_watchdog_prompts_accepted_total", server="oc") == 1.0
     assert daemon.watches[0].status.state.value == "up"
 
 

@@ -9,31 +9,32 @@ from tests.test_fuzz import damaged_streams
 from watchdog.core.events import PromptAdmitted, SessionSeen
 from watchdog.core.settings import Limits, Timeouts
 from watchdog.core.tracker import Tracker
+from watchdog.core.transitions import Transition
 from watchdog.opencode.v1 import decode_line
 
 
 class Scanning(Tracker):
     """The limits as they were: scan every session, and every prompt, on each eviction."""
 
-    def _enforce_session_limit(self) -> None:
+    def _enforce_session_limit(self, keep: str) -> None:
         while len(self._sessions) > self.limits.sessions:
             victim_id = next(
-                (sid for sid, s in self._sessions.items() if not s.prompts),
-                next(iter(self._sessions)),
+                (sid for sid, s in self._sessions.items() if not s.prompts and sid != keep),
+                next(sid for sid in self._sessions if sid != keep),
             )
-            victim = self._sessions.pop(victim_id)
+            victim = self._sessions[victim_id]
             self.evicted_sessions += 1
-            for lead in victim.prompts:
-                self._forget(lead)
+            self._release_session_requests(victim, self._out, everything=True)
+            self._evict(victim.prompts, "session_limit", self._out)
+            del self._sessions[victim_id]
 
-    def _enforce_prompt_limit(self) -> None:
+    def _enforce_prompt_limit(self, out: list[Transition]) -> None:
         while self._pending > self.limits.prompts:
             oldest = min(
-                ((s, p) for s in self._sessions.values() for p in s.prompts),
-                key=lambda sp: sp[1].ref.accepted_at,
+                (p for s in self._sessions.values() for p in s.prompts), key=lambda p: p.accepted
             )
-            oldest[0].prompts.remove(oldest[1])
-            self._forget(oldest[1])
+            group = list(oldest.turn.members) if oldest.turn is not None else [oldest]
+            self._evict(group, "prompt_limit", out)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -72,6 +72,11 @@ def test_assistant_placeholder_is_not_a_response(version: str) -> None:
     """Rule 2: the assistant message shell appears before the model says anything (hang)."""
     recording = capture(version, "hang")
     assert any(isinstance(r.event, ReplyOpened) for r in recording)
+    busy = next(
+        r.at
+        for r in recording
+        if isinstance(r.event, StatusChanged) and r.event.run is SessionRun.BUSY
+    )
     tracker = Tracker("test", SHORT)
     happened = replay(tracker, recording, until=recording[-1].at)
     out = [t for _, t in happened]
@@ -80,8 +85,9 @@ def test_assistant_placeholder_is_not_a_response(version: str) -> None:
     stall = out[1]
     assert isinstance(accepted, Accepted)
     assert isinstance(stall, Stalled)
-    assert stall.at == pytest.approx(accepted.at + SHORT.first_response)
-    assert stall.waited == pytest.approx(SHORT.first_response)
+    # The clock starts with the prompt's turn (its `busy`), milliseconds after its acceptance.
+    assert stall.at == busy + SHORT.first_response
+    assert stall.waited == pytest.approx(busy - accepted.at + SHORT.first_response)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -190,11 +196,12 @@ def test_abort_resolves_a_fired_stall(version: str) -> None:
 
 
 def test_back_to_back_prompts_fold_into_the_later_reply_1_18() -> None:
-    """Rule 4 (1.18.33): U1 is folded into U2's request; both end answered, neither dropped."""
+    """Rule 4 (1.18.33): U1 is folded into U2's request; both are answered by its reply."""
     tracker, out = run("1.18.33", "two-prompts-queued", SHORT, linger=60)
     assert kinds(out) == [
         "accepted",
         "accepted",
+        "first_response",
         "first_response",
         "completed:answered",
         "completed:answered",
@@ -446,23 +453,23 @@ def test_memory_is_bounded_by_pending_work() -> None:
 
 
 def test_folded_prompt_that_already_stalled_stays_stalled_until_the_reply() -> None:
-    """Found by the fuzz test: U1 stalls, is folded into U2's request, and resolves once, with U2."""
+    """Found by the fuzz test: U1 stalls, is folded into U2's request, and resolves once, with
+    U2's reply. U2 queued behind U1: its clock started only when the reply it shares opened."""
     tracker = Tracker("test", SHORT)
     admit(tracker, 0.0, msg="msg_u1")
     admit(tracker, 1.0, msg="msg_u2")
     out = tracker.tick(5.0)
     out += tracker.feed(ReplyOpened("ses_a", "msg_a", "msg_u2"), 6.0)
-    out += tracker.tick(6.0)
-    out += tracker.feed(ReplyActivity("ses_a", "msg_a", PartKind.CONTENT), 7.0)
-    out += tracker.feed(ReplyFinished("ses_a", "msg_a", "msg_u2", "stop", None), 8.0)
+    out += tracker.tick(10.5)
+    out += tracker.feed(ReplyActivity("ses_a", "msg_a", PartKind.CONTENT), 10.6)
+    out += tracker.feed(ReplyFinished("ses_a", "msg_a", "msg_u2", "stop", None), 12.0)
     assert [(kinds([t])[0], t.prompt.message_id) for t in out] == [
         ("stalled:no_response", "msg_u1"),
-        ("stalled:no_response", "msg_u2"),
-        ("first_response", "msg_u2"),
-        ("resolved:no_response", "msg_u2"),
+        ("first_response", "msg_u1"),
         ("resolved:no_response", "msg_u1"),
-        ("completed:answered", "msg_u2"),
+        ("first_response", "msg_u2"),
         ("completed:answered", "msg_u1"),
+        ("completed:answered", "msg_u2"),
     ]
 
 

@@ -138,7 +138,7 @@ def test_no_reply_message_alone_ends_after_the_turn_start_time() -> None:
     tracker = Tracker("test", timeouts)
     tracker.feed(PromptAdmitted("ses_a", "msg_n", created_at=100.0), 100.0)
     assert tracker.next_deadline() == 110.0
-    assert [v.state for v in tracker.pending(105.0)] == [PromptState.WAITING]
+    assert [v.state for v in tracker.pending(105.0)] == [PromptState.AWAITING_TURN]
     assert tracker.tick(105.0) == []
     out = tracker.tick(110.0)
     assert kinds(out) == ["completed:no_reply"]
@@ -146,21 +146,23 @@ def test_no_reply_message_alone_ends_after_the_turn_start_time() -> None:
 
 
 def test_busy_after_the_message_makes_it_a_prompt() -> None:
-    """A real prompt turns its idle session busy; from then on the first-response timer runs."""
+    """A real prompt turns its idle session busy; from then (its turn) the first-response timer runs."""
     tracker = Tracker("test", SHORT)
     tracker.feed(StatusChanged("ses_a", SessionRun.IDLE), 99.0)
     tracker.feed(PromptAdmitted("ses_a", "msg_u", created_at=100.0), 100.0)
+    assert [v.state for v in tracker.pending(100.0)] == [PromptState.AWAITING_TURN]
     tracker.feed(StatusChanged("ses_a", SessionRun.BUSY), 100.01)
-    assert tracker.next_deadline() == 100.0 + SHORT.first_response
+    assert [v.state for v in tracker.pending(100.01)] == [PromptState.WAITING]
+    assert tracker.next_deadline() == 100.01 + SHORT.first_response
     assert kinds(tracker.tick(200.0)) == ["stalled:no_response"]
 
 
 def test_message_stored_while_the_session_runs_is_a_prompt() -> None:
-    """Stored while busy, a message joins the running loop: it is tracked, not a noReply."""
+    """Stored while busy, a message queues behind the running turn: tracked, not a noReply."""
     tracker = Tracker("test", SHORT)
     admit(tracker, 100.0)
     tracker.feed(PromptAdmitted("ses_a", "msg_u2", created_at=101.0), 101.0)
-    assert all(v.state is PromptState.WAITING for v in tracker.pending(102.0))
+    assert [v.state for v in tracker.pending(102.0)] == [PromptState.WAITING, PromptState.QUEUED]
     assert "completed:no_reply" not in kinds(tracker.tick(200.0))
 
 

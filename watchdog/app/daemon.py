@@ -64,10 +64,12 @@ class Timers:
         watches: Sequence[ServerWatch],
         dispatch: Callable[[list[Transition]], None],
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._watches = watches
         self._dispatch = dispatch
-        self._clock = clock
+        self._clock = clock  # wall: what the transitions say to people
+        self._monotonic = monotonic  # deadlines: a wall-clock step moves none of them
         self._wake = anyio.Event()
         self._scheduled = math.inf
         self.last_turn = time.monotonic()
@@ -75,7 +77,7 @@ class Timers:
     def poke(self) -> None:
         """A deadline may have moved earlier; recompute."""
         deadline = min(
-            (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
+            (d for w in self._watches if (d := w.core.next_deadline()) is not None),
             default=math.inf,
         )
         if deadline < self._scheduled:
@@ -85,20 +87,20 @@ class Timers:
         """Tick, sleep until the earliest deadline (or a poke), repeat."""
         while True:
             self.last_turn = time.monotonic()
-            now = self._clock()
+            now, wall = self._monotonic(), self._clock()
             failed = False
             for watch in self._watches:
                 try:
-                    self._dispatch(watch.tracker.tick(now))
+                    self._dispatch(watch.core.tick(now, wall))
                 except Exception:
                     # Our bug, in one server's tracker: the other servers' timers still fire.
                     log.exception("timers.tick_failed", server=watch.name)
                     failed = True
             self._scheduled = min(
-                (d for w in self._watches if (d := w.tracker.next_deadline()) is not None),
+                (d for w in self._watches if (d := w.core.next_deadline()) is not None),
                 default=math.inf,
             )
-            delay = min(MAX_TIMER_SLEEP, max(0.0, self._scheduled - self._clock()))
+            delay = min(MAX_TIMER_SLEEP, max(0.0, self._scheduled - self._monotonic()))
             if failed:
                 delay = max(delay, 1.0)  # its deadline stays past: do not spin on it
             with anyio.move_on_after(delay):
@@ -137,15 +139,17 @@ class Daemon:
         config: Config,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         notifier: Notifier | None = None,
         reload: Callable[[], Config] | None = None,
         probe_spec: ProbeSpec | None = None,
     ) -> None:
         self.config = config
-        self.clock = clock
+        self.clock = clock  # wall: for people (alerts, `/status`, the page)
+        self.monotonic = monotonic  # deadlines, waits and ages
         self.registry = CollectorRegistry()
-        self.metrics = Metrics(self.registry, lambda: [w.snapshot(clock()) for w in self.watches])
+        self.metrics = Metrics(self.registry, lambda: [w.snapshot() for w in self.watches])
         self._transport = transport
         self._notifier = notifier or Notifier()
         self._reload = reload
@@ -165,7 +169,7 @@ class Daemon:
             for server in config.servers
         ]
         self.alerting = self._alerting(config)
-        self.timers = Timers(self.watches, self.dispatch, clock)
+        self.timers = Timers(self.watches, self.dispatch, clock, monotonic)
         self.endpoint = Endpoint(
             self.registry, self.health, self.status, web=config.web, page=self.page
         )
@@ -240,16 +244,11 @@ class Daemon:
             dispatch=self.dispatch,
             reschedule=self.timers_poke,
             clock=self.clock,
+            monotonic=self.monotonic,
             liveness=liveness,
             probe_sessions=self.probe_sessions.setdefault(server.name, ProbeSessions()),
-            record=self._record_for(server.name),
+            recorder=self.recorder,
         )
-
-    def _record_for(self, server: str) -> Callable[[str, str, float], None] | None:
-        recorder = self.recorder
-        if recorder is None:
-            return None
-        return lambda stream, data, at: recorder.write(server, stream, data, at)
 
     def _alerting(self, config: Config) -> _Alerting:
         sinks: list[Sink] = []
@@ -298,13 +297,13 @@ class Daemon:
 
     def health(self) -> Health:
         """Healthy when every stream is up and has sent something within the liveness window."""
-        now = self.clock()
+        now = self.monotonic()
         servers: dict[str, Any] = {}
         ok = True
         for w in self.watches:
             fresh = (
-                w.status.last_event_at is not None
-                and now - w.status.last_event_at <= self.config.liveness_timeout
+                w.status.last_event_mono is not None
+                and now - w.status.last_event_mono <= self.config.liveness_timeout
             )
             live = w.status.state is StreamState.UP and fresh
             ok = ok and live
@@ -324,7 +323,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The `/status` document."""
         now = self.clock()
-        servers = [w.describe(now) for w in self.watches]
+        servers = [w.describe() for w in self.watches]
         for server in servers:
             server["probes"] = self.prober.describe(server["server"]) if self.prober else []
         return {
@@ -335,7 +334,7 @@ class Daemon:
 
     def page(self) -> bytes:
         """The HTML status page at `/`."""
-        now = self.clock()
+        now, mono = self.clock(), self.monotonic()
         servers = [
             ServerView(
                 name=w.name,
@@ -345,7 +344,7 @@ class Daemon:
                 last_event_at=w.status.last_event_at,
                 last_error=w.status.last_error,
                 reconnects=w.status.reconnects,
-                pending=w.tracker.pending(now),
+                pending=w.tracker.pending(mono),
             )
             for w in self.watches
         ]
@@ -512,7 +511,9 @@ class Daemon:
             tg.start_soon(self._follow, watch, self._followers[server.name])
         for name, gone in kept.items():
             self._stop_follower(name, tg)
-            log.warning("server.removed", server=name, pending_forgotten=gone.tracker.pending_count)
+            log.warning("server.removed", server=name, pending_released=gone.tracker.pending_count)
+            # Nobody watches its prompts any more: each ends evicted, its alerts resolved.
+            self.dispatch(gone.tracker.release(self.monotonic(), self.clock(), "server_removed"))
         self.watches[:] = watches
         for watch in self.watches:
             watch.tracker.set_timeouts(fresh.timeouts)

@@ -1,5 +1,6 @@
 """Reads recorded OpenCode streams (SSE captures, `run --record` files) and replays them through a
-tracker on the recording's own clock: what the daemon would have reported, and with which timeouts."""
+server's core on the recording's own clock: what the daemon reported, or would have with other
+timeouts. It is the same core the daemon runs, fed the same lines the same way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watchdog.core.events import Event
+from watchdog.core.server import ServerCore
 from watchdog.core.settings import Timeouts
 from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import (
@@ -20,34 +22,34 @@ from watchdog.core.transitions import (
     Stalled,
     Transition,
 )
-from watchdog.opencode.v1 import decode_line
+from watchdog.io.record import snapshot_from_json
+from watchdog.opencode.ids import event_id_time
+from watchdog.opencode.v1 import V1Stream, decode_line
 from watchdog.opencode.wire import parse_json
-
-_ID_TIME_DIGITS = 12
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """One decoded event and when it happened (seconds, from the event id)."""
+    """One recorded line (or REST snapshot) and when it arrived.
+
+    ``at`` is wall seconds (from the event id in an SSE capture), ``mono`` the daemon's monotonic
+    clock when the recording has it (else ``at``). ``data`` is the line as the daemon fed it to
+    its core; ``event`` is that line decoded, for whoever inspects a recording.
+    """
 
     at: float
     directory: str | None
     event: Event
     type: str
     server: str = ""
+    data: str | None = None  # None for a snapshot
+    scoped: bool = True  # read from a per-directory `/event` stream
+    mono: float | None = None
 
-
-def event_id_time(event_id: str) -> float | None:
-    """The creation time OpenCode encodes in an ascending ``evt_``/``msg_`` id, in seconds.
-
-    The 12 hex digits after the prefix are ``(ms_epoch * 4096 + counter) mod 2**48``, so they give
-    the time modulo 2**36 ms (about 795 days): good for differences within one recording.
-    """
-    _, _, rest = event_id.partition("_")
-    try:
-        return (int(rest[:_ID_TIME_DIGITS], 16) // 4096) / 1000.0
-    except ValueError:
-        return None
+    @property
+    def now(self) -> float:
+        """The monotonic time it arrived."""
+        return self.at if self.mono is None else self.mono
 
 
 def read_sse(lines: Iterable[str], *, directory_scoped: bool) -> Iterator[Recorded]:
@@ -62,27 +64,50 @@ def read_sse(lines: Iterable[str], *, directory_scoped: bool) -> Iterator[Record
             continue
         at = event_id_time(decoded.event_id) if decoded.event_id else None
         last = at if at is not None else last
-        yield Recorded(at=last, directory=decoded.directory, event=decoded.event, type=decoded.type)
+        yield Recorded(
+            at=last,
+            directory=decoded.directory,
+            event=decoded.event,
+            type=decoded.type,
+            data=data,
+            scoped=directory_scoped,
+        )
+
+
+def core_for(tracker: Tracker) -> ServerCore:
+    """The per-server core the daemon would run around ``tracker``."""
+    return ServerCore(tracker.server, V1Stream(directory_scoped=True), tracker=tracker)
 
 
 def replay(
-    tracker: Tracker, recording: Iterable[Recorded], *, until: float | None = None
+    target: Tracker | ServerCore, recording: Iterable[Recorded], *, until: float | None = None
 ) -> list[tuple[float, Transition]]:
-    """Feed a recording to a tracker, ticking at every deadline in between, as the daemon would.
+    """Feed a recording to a server's core as the daemon does (decoding, the probe filter, clock
+    samples, snapshots), ticking at every deadline in between; times are the recording's own.
 
     ``until`` keeps the clock running after the last event (to let timers expire).
     """
+    core = target if isinstance(target, ServerCore) else core_for(target)
+    wires = {True: V1Stream(directory_scoped=True), False: V1Stream(directory_scoped=False)}
     happened: list[tuple[float, Transition]] = []
+    offset = 0.0  # wall minus monotonic, as of the latest record
 
     def tick_until(t: float) -> None:
-        while (deadline := tracker.next_deadline()) is not None and deadline <= t:
-            happened.extend((deadline, tr) for tr in tracker.tick(deadline))
+        while (deadline := core.next_deadline()) is not None and deadline <= t:
+            happened.extend((deadline, tr) for tr in core.tick(deadline, deadline + offset))
 
     last = None
     for rec in recording:
-        tick_until(rec.at)
-        happened.extend((rec.at, tr) for tr in tracker.feed(rec.event, rec.at))
-        last = rec.at
+        now = rec.now
+        tick_until(now)
+        offset = rec.at - now
+        if rec.data is not None:
+            core.wire = wires[rec.scoped]
+            out = core.feed_line(rec.data, now, rec.at)
+        else:
+            out = core.feed(rec.event, now, rec.at)
+        happened.extend((now, tr) for tr in out)
+        last = now
     if until is not None and (last is None or until > last):
         tick_until(until)
     return happened
@@ -104,6 +129,16 @@ def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
         if not isinstance(record, dict) or not isinstance(record.get("at"), int | float):
             continue
         server = record.get("server")
+        name = server if isinstance(server, str) else ""
+        mono = record.get("mono")
+        mono = float(mono) if isinstance(mono, int | float) and not isinstance(mono, bool) else None
+        if "snapshot" in record:
+            snapshot = snapshot_from_json(record["snapshot"])
+            if snapshot is not None:
+                yield Recorded(
+                    float(record["at"]), snapshot.directory, snapshot, "snapshot", name, mono=mono
+                )
+            continue
         scoped = record.get("stream") == DIRECTORY_STREAM
         data = record.get("data")
         text = json.dumps(data) if data is not None else str(record.get("raw") or "")
@@ -115,7 +150,10 @@ def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
             directory=decoded.directory,
             event=decoded.event,
             type=decoded.type,
-            server=server if isinstance(server, str) else "",
+            server=name,
+            data=text,
+            scoped=scoped,
+            mono=mono,
         )
 
 
@@ -315,10 +353,10 @@ def replay_files(
     for path in paths:
         with open(path, encoding="utf-8") as f:
             recording += read_file(f.readlines(), name="capture")
-    recording.sort(key=lambda rec: rec.at)  # stable: events of one moment keep their order
+    recording.sort(key=lambda rec: rec.now)  # stable: events of one moment keep their order
     report = analyse(recording, timeouts)
     sweeps = sweep(recording, timeouts, candidates)
-    span = recording[-1].at - recording[0].at if recording else 0.0
+    span = recording[-1].now - recording[0].now if recording else 0.0
     servers = len({rec.server for rec in recording})
     if as_json:
         doc = {

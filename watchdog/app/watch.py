@@ -1,8 +1,9 @@
-"""Follows one server's event stream: reconnects, decodes, feeds its tracker, hands on transitions."""
+"""Follows one server's event stream: reconnects, feeds each line to its core, hands on transitions."""
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,12 +12,14 @@ import anyio
 import structlog
 
 from watchdog.core.clock import iso
-from watchdog.core.events import Event, Heartbeat, Ignored, Malformed, SessionSeen, StreamConnected
+from watchdog.core.events import Event, Ignored, Malformed, StreamConnected
+from watchdog.core.server import ServerCore
 from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import Transition
 from watchdog.io.backoff import Backoff
 from watchdog.io.probe import ProbeSessions, find_probe_sessions
 from watchdog.io.reconcile import MAX_DIRECTORIES, read_snapshots
+from watchdog.io.record import Recorder
 from watchdog.io.source import (
     AuthError,
     EventSource,
@@ -26,8 +29,7 @@ from watchdog.io.source import (
     StreamPath,
 )
 from watchdog.io.sse import Oversized
-from watchdog.opencode.ids import event_time
-from watchdog.opencode.v1 import decode_line, decode_typed
+from watchdog.opencode.v1 import V1Stream
 from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
 log = structlog.get_logger("watchdog.stream")
@@ -56,7 +58,8 @@ class StreamStatus:
     state: StreamState = StreamState.CONNECTING
     path: str | None = None
     since: float | None = None
-    last_event_at: float | None = None
+    last_event_at: float | None = None  # wall, for people
+    last_event_mono: float | None = None  # monotonic, for the liveness check
     last_error: str | None = None
     reconnects: int = 0
 
@@ -76,34 +79,45 @@ class ServerWatch:
         dispatch: Callable[[list[Transition]], None],
         reschedule: Callable[[], None] = lambda: None,
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         liveness: float | None = None,
         probe_sessions: ProbeSessions | None = None,
-        record: Callable[[str, str, float], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.name = name
         # The admission probe's own sessions: their events never reach the tracker.
         self.probe_sessions = probe_sessions if probe_sessions is not None else ProbeSessions()
         self.url = url
         self.source = source
-        self.tracker = tracker
+        self.core = ServerCore(
+            name,
+            V1Stream(directory_scoped=source.path is StreamPath.DIRECTORY),
+            tracker=tracker,
+            probe_sessions=self.probe_sessions,
+        )
         self.status = StreamStatus()
         self.probe_sessions.stream_up = lambda: self.status.state is StreamState.UP
         self._metrics = metrics
         self._dispatch = dispatch
         self._reschedule = reschedule
-        self._clock = clock
+        self._clock = clock  # wall: for people
+        self._monotonic = monotonic  # deadlines and waits
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._sleep = sleep
         self._liveness = liveness
         self._warned_types: set[str] = set()
-        self._well_formed = True  # whether the last event fed decoded (liveness counts those)
         self._api = api
         self._reconcile_wanted = anyio.Event()
         self._connections = 0
         self._restarted = False
-        self._record = record  # `run --record`: (stream path, data, receive time)
+        self._recorder = recorder  # `run --record`
+
+    @property
+    def tracker(self) -> Tracker:
+        """The server's tracker (kept across a reload that changes how the server is reached)."""
+        return self.core.tracker
 
     async def follow(self) -> None:
         """Keep the stream open forever; failures are logged, counted and retried with backoff."""
@@ -113,7 +127,7 @@ class ServerWatch:
                 self.status.reconnects += 1
                 self._metrics.stream_reconnects.labels(server=self.name).inc()
             attempt += 1
-            opened_at = self._clock()
+            opened_at = self._monotonic()
             self._connecting()
             try:
                 await self._read()
@@ -122,7 +136,7 @@ class ServerWatch:
                 delay = max(AUTH_RETRY_FLOOR, self._backoff.next_delay())
             except StreamError as exc:
                 self._down(StreamState.DOWN, str(exc))
-                if self._clock() - opened_at >= HEALTHY_AFTER:
+                if self._monotonic() - opened_at >= HEALTHY_AFTER:
                     self._backoff.reset()
                 delay = self._backoff.next_delay()
             log.info("stream.retrying", server=self.name, retry_in=round(delay, 2))
@@ -140,17 +154,17 @@ class ServerWatch:
                 silence.deadline = anyio.current_time() + self._liveness
             async with self.source.connect() as batches:
                 self.status.path = self.source.path.value
+                self.core.wire = V1Stream(directory_scoped=self.source.path is StreamPath.DIRECTORY)
                 async for batch in batches:
-                    now = self._clock()
-                    types: dict[str, int] = {}
+                    now, wall = self._monotonic(), self._clock()
                     earlier = alive = False
                     for data in batch:
                         if isinstance(data, Oversized):
                             self._oversized(data)
                             continue
-                        earlier = self._feed(data, now, types) or earlier
-                        alive = alive or self._well_formed
-                    self._metrics.count_events(self.name, types)
+                        earlier = self._feed(data, now, wall) or earlier
+                        alive = alive or self.core.well_formed
+                    self._metrics.count_events(self.name, self.core.take_counts())
                     if earlier:
                         self._reschedule()
                     if alive and self._liveness is not None:
@@ -161,48 +175,43 @@ class ServerWatch:
                 " (no well-formed event arrived)"
             )
 
-    def handle(self, data: str, now: float) -> bool:
-        """Decode one event and feed it to the tracker; True when it was well-formed."""
-        types: dict[str, int] = {}
-        earlier = self._feed(data, now, types)
-        self._metrics.count_events(self.name, types)
+    def handle(self, data: str, now: float | None = None, wall: float | None = None) -> bool:
+        """Feed one event to the core as if it had just arrived; True when it was well-formed."""
+        earlier = self._feed(
+            data,
+            self._monotonic() if now is None else now,
+            self._clock() if wall is None else wall,
+        )
+        self._metrics.count_events(self.name, self.core.take_counts())
         if earlier:
             self._reschedule()
-        return self._well_formed
+        return self.core.well_formed
 
-    def _feed(self, data: str, now: float, types: dict[str, int]) -> bool:
-        """``handle`` without the reschedule and with the type counted into ``types``; says
-        whether a deadline may have moved earlier (and sets ``_well_formed``)."""
-        self.status.last_event_at = now
-        self._well_formed = True
-        if self._record is not None:
-            self._record(self.source.path.value, data, now)
-        scoped = self.source.path is StreamPath.DIRECTORY
-        decoded = decode_typed(data, directory_scoped=scoped)
-        if decoded is None:
+    def _feed(self, data: str, now: float, wall: float) -> bool:
+        """One line through the core, its transitions handed on; says whether a deadline may have
+        moved earlier."""
+        self.status.last_event_at, self.status.last_event_mono = wall, now
+        if self._recorder is not None:
+            self._recorder.write(self.name, self.source.path.value, data, wall, now)
+        core = self.core
+        transitions = core.feed_line(data, now, wall)
+        event = core.event
+        if event is None:
             return False  # a /global/event sync duplicate
-        etype, event = decoded
-        types[etype] = types.get(etype, 0) + 1
-        self._count(event)
-        if isinstance(event, StreamConnected | Heartbeat):
-            # Every 10 s a sample of the clock offset, so that prompts are timed alike whether
-            # seen live or found over REST, before any prompt has arrived.
-            full = decode_line(data, directory_scoped=scoped)  # rare: the id is worth a re-read
-            sent = event_time(full.event_id, now) if full is not None else None
-            if sent is not None:
-                self.tracker.observe_clock(sent, now)
-        if isinstance(event, StreamConnected):
-            self._up(now)
+        if isinstance(event, Malformed | Ignored):
+            self._count(event)
+        elif isinstance(event, StreamConnected):
+            self._up(wall)
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
-        if self._is_probe(event):
+        if core.probe_line:
+            scoped = self.source.path is StreamPath.DIRECTORY
             self.probe_sessions.publish(data, directory_scoped=scoped)
             return False
-        if transitions := self.tracker.feed(event, now):
+        if transitions:
             self._dispatch(transitions)
-        self._well_formed = not isinstance(event, Malformed)
-        return self.tracker.deadline_may_be_earlier
+        return core.deadline_may_be_earlier
 
     def _oversized(self, chunk: Oversized) -> None:
         self._metrics.oversized.labels(server=self.name, what="event").inc()
@@ -220,7 +229,7 @@ class ServerWatch:
         while True:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted = anyio.Event()
-            taken_at = self._clock()
+            taken_at = self._monotonic()
             # After a restart the probe's sessions are known again by their title, before any
             # snapshot of them could reach the tracker.
             await find_probe_sessions(
@@ -240,10 +249,10 @@ class ServerWatch:
                 log.warning("reconcile.failed", server=self.name, error=str(exc))
                 continue
             before = self.tracker.pending_count
-            for snapshot in snapshots:
-                if self._is_probe(snapshot):
-                    continue
-                self._dispatch(self.tracker.feed(snapshot, self._clock()))
+            now, wall = self._monotonic(), self._clock()
+            if self._recorder is not None:
+                self._recorder.write_snapshots(self.name, snapshots, wall, now)
+            self._dispatch(self.core.feed_snapshots(snapshots, now, wall))
             self._reschedule()
             log.info(
                 "reconcile.done",
@@ -251,12 +260,12 @@ class ServerWatch:
                 sessions=len(snapshots),
                 pending_before=before,
                 pending_after=self.tracker.pending_count,
-                seconds=round(self._clock() - taken_at, 3),
+                seconds=round(self._monotonic() - taken_at, 3),
             )
 
-    def snapshot(self, now: float) -> ServerSnapshot:
+    def snapshot(self) -> ServerSnapshot:
         """What the scrape-time gauges show for this server."""
-        summary = self.tracker.summary(now)
+        summary = self.tracker.summary(self._monotonic())
         return ServerSnapshot(
             name=self.name,
             pending=summary.counts,
@@ -265,10 +274,12 @@ class ServerWatch:
             last_event_at=self.status.last_event_at,
             evicted_sessions=self.tracker.evicted_sessions,
             evicted_prompts=self.tracker.evicted_prompts,
+            unusable_times=self.tracker.unusable_times,
         )
 
-    def describe(self, now: float) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The `/status` view of this server (ids and states only)."""
+        now = self._monotonic()
         return {
             "server": self.name,
             "url": self.url,
@@ -296,13 +307,6 @@ class ServerWatch:
                 for p in self.tracker.pending(now, limit=STATUS_PENDING_LIMIT)
             ],
         }
-
-    def _is_probe(self, event: Event) -> bool:
-        """Whether the event concerns one of the admission probe's sessions (marked on sight)."""
-        if isinstance(event, SessionSeen) and event.probe:
-            self.probe_sessions.add(event.session_id)
-        session_id = getattr(event, "session_id", None)
-        return session_id is not None and session_id in self.probe_sessions
 
     def _count(self, event: Event) -> None:
         match event:

@@ -50,11 +50,15 @@ class SessionSeen:
 
 @dataclass(frozen=True, slots=True)
 class PromptAdmitted:
-    """A user message was stored (or stored again: a repeated messageID changes ``created_at``)."""
+    """A user message was stored (or stored again: a repeated messageID changes ``created_at``).
+
+    ``created_at`` is None when the server's time for it is no usable time (a number beyond any
+    date, say): the prompt is still a prompt, timed from its arrival.
+    """
 
     session_id: str
     message_id: str
-    created_at: float  # server time, seconds since the epoch
+    created_at: float | None  # server time, seconds since the epoch
     directory: str | None = None
     origin: Origin = Origin.LIVE
 
@@ -71,8 +75,22 @@ class ReplyOpened:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """What one assistant message cost in tokens, by type (OpenCode's ``tokens``)."""
+
+    input: int = 0
+    output: int = 0
+    reasoning: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyFinished:
-    """An assistant message got ``time.completed``; ``finish`` and ``error`` say how."""
+    """An assistant message got ``time.completed``; ``finish`` and ``error`` say how.
+
+    ``tokens`` and ``cost`` are what that message (one step of a reply) used, when the server said.
+    """
 
     session_id: str
     message_id: str
@@ -80,6 +98,10 @@ class ReplyFinished:
     finish: str | None
     error: str | None  # the error's name, e.g. MessageAbortedError
     error_message: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    tokens: Tokens | None = None
+    cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +204,7 @@ class PromptSnapshot:
     """A user message and its replies as a REST read shows them, oldest reply first."""
 
     message_id: str
-    created_at: float
+    created_at: float | None  # None: no usable time (timed from when it was found)
     replies: tuple[ReplySnapshot, ...] = ()
 
 
@@ -190,19 +212,25 @@ class PromptSnapshot:
 class SessionSnapshot:
     """A session read over REST after (re)connecting: events are not replayed, so this fills the gap.
 
-    ``taken_at`` is when the read began: prompts accepted later are newer than the snapshot.
+    A snapshot says what it knows. ``None`` is *unknown*, never empty: ``run`` when the status
+    read failed (or the session's directory was beyond the reconcile's reach), ``waiting_on`` when
+    the permission or question read failed, ``prompts`` when the messages could not be read. The
+    core changes nothing it cannot know.
+
+    ``taken_at`` is when the read began, on the caller's (monotonic) clock: prompts accepted later
+    are newer than the snapshot, and whatever the stream said of the session after it wins.
     ``restarted`` says the stream had broken before, so prompts lost meanwhile died with the server.
     """
 
     session_id: str
-    run: SessionRun
+    run: SessionRun | None
     taken_at: float
-    prompts: tuple[PromptSnapshot, ...] = ()
+    prompts: tuple[PromptSnapshot, ...] | None = ()
     directory: str | None = None
     attempt: int | None = None
     retry_message: str | None = None
     next_retry_at: float | None = None
-    waiting_on: tuple[str, ...] = ()  # pending permission/question request ids
+    waiting_on: tuple[str, ...] | None = ()  # pending permission/question request ids
     restarted: bool = False
 
 

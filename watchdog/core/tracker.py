@@ -1,23 +1,25 @@
 """Matches accepted prompts with their replies and decides when one has stalled; pure, no I/O.
 
-Feed it events with ``feed(event, now)``, call ``tick(now)`` at ``next_deadline()``; both return the
-transitions that happened. ``now`` is wall-clock seconds since the epoch, supplied by the caller.
+Feed it events with ``feed(event, now, wall)``, call ``tick(now, wall)`` at ``next_deadline()``;
+both return the transitions that happened. ``now`` is a monotonic clock (deadlines and waits run
+on it, so a step of the wall clock moves none of them); ``wall`` is wall-clock seconds since the
+epoch, only for what people read (defaults to ``now``, as in tests with one fake clock).
 
-The life of one prompt::
+Each pending prompt has a stored phase (``watchdog.core.phases``). OpenCode's events become
+signals for the prompts they concern, and the table there says what each does::
 
-    admitted ──► WAITING ──first content──► REPLYING ──finish:"stop"──► answered
-                    │   └─ st retry ─► RETRYING       │  └ finish:"tool-calls" ─► REPLYING (next step)
-                    │   └─ permission ─► BLOCKED       │  └ completed, no finish, after output ─► answered
-                    ├─ first_response timeout ─► stall no_response     ├─ silence ─► stall inactive
-                    ├─ session idle, no reply ─► dropped               ├─ error ─► failed (stall) | aborted
-                    ├─ no turn starts (noReply) ─► no_reply            ├─ idle after a reject ─► aborted
-                    ├─ session deleted ─► aborted
-                    └─ later prompt's reply opens ─► folded into it (ends with its outcome)
+{diagram}
 
-    session.error with nothing pending (the prompt failed before it was stored) ─► failed (stall)
+A *turn* is one run of OpenCode's loop, answering the latest user message: every earlier prompt
+still pending when a reply opens is folded into that turn. Each prompt of a turn keeps its own
+first-response clock (started when its turn began, never before: the ``busy`` that starts it, the
+end of the prompt ahead of it while the session runs on, or the reply it is folded into opening),
+its own stalls and its own ending; the reply's progress (output, silence, tools) is the turn's.
 
 Each stall kind fires at most once per prompt. ``no_response`` and ``inactive`` resolve once, when
-the reply arrives or the prompt ends; ``dropped`` and ``failed`` are final.
+the reply arrives or the prompt ends; ``dropped`` and ``failed`` are final. A ``session.error`` with
+nothing pending is a prompt that failed before OpenCode stored it: it is born ended (accepted,
+one ``failed`` stall, completed).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import heapq
 import itertools
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from watchdog.core.clock import ServerClock
 from watchdog.core.deadlines import Deadlines
 from watchdog.core.events import (
     Event,
@@ -51,8 +54,10 @@ from watchdog.core.events import (
     SessionSeen,
     SessionSnapshot,
     StatusChanged,
+    StreamConnected,
     ToolProgress,
 )
+from watchdog.core.phases import Action, Phase, Signal, diagram, rule
 from watchdog.core.settings import Limits, Timeouts
 from watchdog.core.transitions import (
     Accepted,
@@ -67,7 +72,10 @@ from watchdog.core.transitions import (
     Stalled,
     StallKind,
     Transition,
+    Usage,
 )
+
+__doc__ = (__doc__ or "").replace("{diagram}", diagram())
 
 ABORTED_ERROR = "MessageAbortedError"
 INTERMEDIATE_FINISH = "tool-calls"
@@ -79,15 +87,9 @@ MAX_LINEAGE = 8  # sub-agents nest; a cycle in bad data must not loop forever
 # OpenCode publishes one failure as two `session.error` events (the request handler's and the
 # loop's), milliseconds apart; a second one this soon after a failure is the same failure.
 ERROR_ECHO_SECONDS = 2.0
-# The clock offset between the server and us is the smallest delay seen between a prompt's
-# `time.created` and its arrival, over this many recent prompts (a window, so clock steps age out).
-OFFSET_SAMPLES = 32
 # A live prompt whose corrected time is this far before its arrival means a server clock we
 # cannot use (or a jump): we time that prompt from its arrival instead.
 MAX_ARRIVAL_DELAY = 60.0
-# Server times further than this from ours are not a clock offset but a clock (or an id format)
-# we cannot use: such samples are ignored, so that they never age a recovered prompt by days.
-MAX_CLOCK_SKEW = 3600.0
 # A real prompt stored in an idle session turns it busy within milliseconds (1.2 s on a cold
 # server); an earlier message still without a turn when the next one arrives this much later was
 # sent with `noReply`. Closer together they may be one request of two prompts, so they fold.
@@ -95,18 +97,28 @@ NO_TURN_GAP = 1.0
 # Deleted sessions are remembered (by id, this many) so that late or repeated events for one
 # do not bring it back.
 REMEMBERED_DELETED = 1024
+HISTORY_PER_SESSION = 16  # state changes a session remembers for `/status` and the page
 FINAL_KINDS = frozenset({StallKind.DROPPED, StallKind.FAILED})
-_LATER_ONLY = (ReplyActivity, Heartbeat, Ignored, Malformed, SessionSeen)
+STARTED = frozenset(
+    {Phase.WAITING, Phase.RETRYING, Phase.REPLYING, Phase.BLOCKED, Phase.BLOCKED_REPLYING}
+)
+BLOCKED = frozenset({Phase.BLOCKED, Phase.BLOCKED_REPLYING})
+# The pending gauge's `state` label: the phase, both waits for a person as one.
+PHASE_STATE = {
+    phase: PromptState.BLOCKED if phase in BLOCKED else PromptState(phase.value) for phase in Phase
+}
+_LATER_ONLY = (ReplyActivity, Heartbeat, StreamConnected, Ignored, Malformed, SessionSeen)
 
 
-class _Why(enum.StrEnum):
-    IDLE_WITHOUT_REPLY = "idle_without_reply"
-    IDLE_BEFORE_FINISH = "idle_before_finish"
-    COMPLETED_WITHOUT_FINISH = "completed_without_finish"
-    SERVER_RESTART = "server_restart"  # the server lost the prompt while the stream was down
-    SESSION_DELETED = "session_deleted"
-    REJECTED = "rejected"  # a person rejected a permission or question, which ends the turn
-    NO_TURN_STARTED = "no_turn_started"
+class SessionState(enum.StrEnum):
+    """What a session is doing, in the words of the page and `/status`."""
+
+    IDLE = "idle"
+    WORKING = "working"
+    WAITING_FOR_PERSON = "waiting for a person"
+    RETRYING = "retrying"
+    STALLED = "stalled"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,21 +143,67 @@ class PendingSummary:
         return sum(self.counts.values())
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A session entered ``state`` at ``since`` (wall seconds)."""
+
+    state: SessionState
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A read-only view of one session, for `/status` and the page (ids and states, never text).
+
+    ``history`` is oldest first and ends with the current state.
+    """
+
+    session_id: str
+    parent_session_id: str | None
+    directory: str | None
+    state: SessionState
+    last_activity: float  # wall seconds
+    pending: int
+    retry: Retry | None
+    last_outcome: Outcome | None
+    last_outcome_at: float | None
+    history: tuple[StateChange, ...]
+
+
 @dataclass(slots=True, eq=False)  # identity matters: two prompts may look alike
 class _Prompt:
-    id: str  # the user message id (``ref.message_id``, which only a never-stored prompt lacks)
+    id: str  # the user message id
     ref: PromptRef
-    created_at: float  # the server's time.created, to recognise re-sends
-    clock_start: float | None  # None while queued behind an earlier prompt of the same session
-    last_activity: float
-    responded_at: float | None = None
-    replies: set[str] = field(default_factory=set)
-    running_tools: set[str] = field(default_factory=set)
-    stall: StallKind | None = None
+    created_at: float | None  # the server's time.created, to recognise re-sends
+    accepted: float  # monotonic
+    phase: Phase
+    clock_start: float | None = None  # monotonic: when its turn began
+    stall: StallKind | None = None  # the stall firing now, if any
     fired: set[StallKind] = field(default_factory=set)
-    folded: list[_Prompt] = field(default_factory=list)
-    turn_started: bool = True  # False until the session goes busy for it (see Timeouts.turn_start)
-    rejected: bool = False  # a person said no to this reply's permission or question
+    turn: _Turn | None = None
+    live: bool = True  # False once it ended or was let go
+
+
+@dataclass(slots=True, eq=False)
+class _Turn:
+    """One run of OpenCode's loop: the replies answering its latest prompt, and the prompts it
+    answers (``members``, oldest first; the last is the one the replies name as parent)."""
+
+    session: _Session
+    members: list[_Prompt]
+    parent: _Prompt | None = None  # the prompt its latest reply names as parent
+    replies: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # replies that completed (repeats are ignored)
+    responded: float | None = None  # monotonic: the first output
+    last_activity: float = 0.0  # monotonic
+    running_tools: set[str] = field(default_factory=set)
+    rejected: bool = False  # a person said no to a permission or question of this turn
+    open_stalls: int = 0  # members with a firing stall: activity resolves them
+
+    @property
+    def owner(self) -> _Prompt:
+        """The prompt its replies answer (the others are folded into it)."""
+        return self.parent if self.parent in self.members else self.members[-1]
 
 
 @dataclass(slots=True, eq=False)
@@ -155,42 +213,66 @@ class _Session:
     directory: str | None = None
     run: SessionRun | None = None
     retry: Retry | None = None
-    waiting_on: set[str] = field(default_factory=set)  # permission/question request ids
+    asked: set[str] = field(default_factory=set)  # request ids asked in this session itself
+    waiting: set[str] = field(default_factory=set)  # ... and in its sub-agents: what it waits on
     blocked_since: float | None = None
-    prompts: list[_Prompt] = field(default_factory=list)
+    prompts: list[_Prompt] = field(default_factory=list)  # pending, in order of acceptance
+    turn: _Turn | None = None  # the running turn
     # (message id, time.created) of prompts that ended: a stream that repeats an old admission
     # must not make a new prompt of it, while a repeated messageID (a new time) still does.
-    ended: OrderedDict[tuple[str, float], None] = field(default_factory=OrderedDict)
+    ended: OrderedDict[tuple[str, float | None], None] = field(default_factory=OrderedDict)
+    # The newest server time of a prompt that ended here: a REST read's older user messages are
+    # history (OpenCode answers the latest), never prompts to track again once forgotten.
+    ended_before: float = -math.inf
     failed_at: float | None = None  # when a session.error last ended a prompt here
+    stream_at: float = -math.inf  # monotonic: its latest stream event (older snapshots lose)
+    seen_at: float = 0.0  # monotonic, any event
+    stalled: int = 0  # pending prompts with a firing stall
+    last_outcome: Outcome | None = None
+    last_outcome_at: float | None = None  # monotonic
+    history: deque[tuple[SessionState, float]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY_PER_SESSION)
+    )
 
 
 class Tracker:
     """The prompt/reply state machine for one OpenCode server."""
 
     def __init__(
-        self, server: str, timeouts: Timeouts | None = None, limits: Limits | None = None
+        self,
+        server: str,
+        timeouts: Timeouts | None = None,
+        limits: Limits | None = None,
+        clock: ServerClock | None = None,
     ) -> None:
         self.server = server
         self.timeouts = timeouts or Timeouts()
         self.limits = limits or Limits()
+        self.clock = clock or ServerClock()
         self.evicted_sessions = 0
         self.evicted_prompts = 0
+        self.unusable_times = 0  # prompts whose server time was no usable time
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._reply_owner: dict[str, tuple[str, str]] = {}  # assistant id -> (session, user msg)
+        self._reply_turn: dict[str, _Turn] = {}  # assistant message id -> the turn it answers
+        self._asked_in: dict[str, str] = {}  # request id -> the session that asked it
         self._pending = 0
-        self._arrival_delays: deque[float] = deque(maxlen=OFFSET_SAMPLES)
+        self._counts = dict.fromkeys(PromptState, 0)
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.deadline_may_be_earlier = False
         # Each pending prompt's deadline, or an earlier time (re-checked when it comes due), and
         # the sessions whose deadlines may have moved earlier since: see _refresh_deadlines.
         self._deadlines: Deadlines[_Prompt] = Deadlines()
         self._touched: set[str] = set()
-        self._by_age: Deadlines[_Prompt] = Deadlines()  # pending leads by accepted_at, for eviction
+        self._by_age: Deadlines[_Prompt] = Deadlines()  # pending prompts by acceptance
         # Sessions without prompts by when they were last looked up (the order of _sessions), so
         # the session limit finds the least recently active idle one without a scan.
         self._stamps = itertools.count()
         self._last_seen: dict[str, int] = {}
         self._idle: Deadlines[str] = Deadlines()
+        # The instant being handled (monotonic, wall) and what it produced, for the helpers.
+        self._now = 0.0
+        self._wall = 0.0
+        self._out: list[Transition] = []
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -209,45 +291,59 @@ class Tracker:
 
     def pending(self, now: float, limit: int | None = None) -> list[PendingPrompt]:
         """Every pending prompt (or the ``limit`` oldest) with its state and age, oldest first."""
-        every = (
-            (session, lead, p)
-            for session in self._sessions.values()
-            for lead in session.prompts
-            for p in (lead, *lead.folded)
-        )
+        every = (p for session in self._sessions.values() for p in session.prompts)
         chosen = (
             sorted(every, key=_by_acceptance)
             if limit is None
             else heapq.nsmallest(limit, every, key=_by_acceptance)
         )
         return [
-            PendingPrompt(
-                ref=p.ref,
-                state=self._state(session, lead, p),
-                age=max(0.0, now - p.ref.accepted_at),
-            )
-            for session, lead, p in chosen
+            PendingPrompt(ref=p.ref, state=_state(p), age=max(0.0, now - p.accepted))
+            for p in chosen
         ]
 
     def summary(self, now: float) -> PendingSummary:
-        """How many prompts are pending in each state, and the oldest one's age, in one pass."""
-        counts = dict.fromkeys(PromptState, 0)
-        oldest: float | None = None
-        for session in self._sessions.values():
-            for lead in session.prompts:
-                for p in (lead, *lead.folded):
-                    counts[self._state(session, lead, p)] += 1
-                    if oldest is None or p.ref.accepted_at < oldest:
-                        oldest = p.ref.accepted_at
-        age = 0.0 if oldest is None else max(0.0, now - oldest)
-        return PendingSummary(counts=counts, oldest_age=age)
+        """How many prompts are pending in each state, and the oldest one's age (kept as they
+        change, so a scrape costs nothing per prompt)."""
+        oldest = self._by_age.peek()
+        age = 0.0 if oldest is None else max(0.0, now - oldest[0])
+        return PendingSummary(counts=dict(self._counts), oldest_age=age)
+
+    def sessions(self, now: float, wall: float | None = None, limit: int = 50) -> list[SessionView]:
+        """The ``limit`` most recently active sessions, most recent first."""
+        wall = now if wall is None else wall
+        views: list[SessionView] = []
+        for session in reversed(self._sessions.values()):
+            if len(views) >= limit:
+                break
+            views.append(
+                SessionView(
+                    session_id=session.id,
+                    parent_session_id=session.parent_id,
+                    directory=session.directory,
+                    state=self._session_state(session),
+                    last_activity=wall - (now - session.seen_at),
+                    pending=len(session.prompts),
+                    retry=session.retry,
+                    last_outcome=session.last_outcome,
+                    last_outcome_at=(
+                        None
+                        if session.last_outcome_at is None
+                        else wall - (now - session.last_outcome_at)
+                    ),
+                    history=tuple(
+                        StateChange(state, wall - (now - since)) for state, since in session.history
+                    ),
+                )
+            )
+        return views
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` has something to check next, or None when no timer runs."""
+        """When ``tick`` has something to check next (monotonic), or None when no timer runs."""
         self._refresh_deadlines()
         while (top := self._deadlines.peek()) is not None:
             at, prompt = top
-            actual = self._current_deadline(prompt)
+            actual = self._deadline(prompt) if self._is_pending(prompt) else None
             if actual == at:
                 return at
             self._deadlines.pop()  # moved later, or no longer runs
@@ -255,106 +351,99 @@ class Tracker:
                 self._deadlines.schedule(prompt, actual)
         return None
 
-    def observe_clock(self, server_time: float, now: float) -> None:
-        """Note an event the server stamped ``server_time`` and we received at ``now``."""
-        delay = now - server_time
-        if math.isfinite(delay) and abs(delay) <= MAX_CLOCK_SKEW:
-            self._arrival_delays.append(delay)
+    # -- inputs -------------------------------------------------------------------------------
 
     @property
     def clock_offset(self) -> float | None:
-        """Our clock minus the server's, plus the smallest delivery delay; None before a sample."""
-        return min(self._arrival_delays, default=None)
+        """Our monotonic clock minus the server's, plus the fastest delivery; None before a sample."""
+        return self.clock.offset
 
-    # -- inputs -------------------------------------------------------------------------------
+    def observe_clock(self, server_time: float, now: float, wall: float | None = None) -> None:
+        """Note an event the server stamped ``server_time`` and we received at ``now``."""
+        self.clock.observe(server_time, now, now if wall is None else wall)
 
     def set_timeouts(self, timeouts: Timeouts) -> None:
         """Apply new timeouts to pending prompts too (config reload)."""
         self.timeouts = timeouts
         self._touched.update(sid for sid, s in self._sessions.items() if s.prompts)
 
-    def tick(self, now: float) -> list[Transition]:
-        """Fire the stalls whose deadline has passed."""
-        out: list[Transition] = []
+    def tick(self, now: float, wall: float | None = None) -> list[Transition]:
+        """Fire what has come due."""
+        self._now, self._wall = now, now if wall is None else wall
+        out = self._out = []
         self._refresh_deadlines()
-        due: list[tuple[_Session, _Prompt, _Prompt]] = []
+        due: list[_Prompt] = []
         while (top := self._deadlines.peek()) is not None and top[0] <= now:
             self._deadlines.pop()
             p = top[1]
-            found = self._place(p)
-            if found is None:
-                continue  # ended or forgotten
-            session, lead = found
-            deadline = self._deadline(session, lead, p)
+            if not self._is_pending(p):
+                continue
+            deadline = self._deadline(p)
             if deadline is None:
                 continue
             if now < deadline:
                 self._deadlines.schedule(p, deadline)  # it moved later meanwhile
                 continue
-            due.append((session, lead, p))
-        for session, lead, p in due:
-            if lead not in session.prompts:
-                continue  # ended by an earlier one of these (its no_reply)
-            if not lead.turn_started:
-                why = _Why.NO_TURN_STARTED.value
-                self._complete(session, lead, Outcome.NO_REPLY, now, out, reason=why)
-                continue
-            kind = StallKind.INACTIVE if lead.responded_at is not None else StallKind.NO_RESPONSE
-            self._fire(session, p, kind, now, out, only_self=True)
-            if (deadline := self._deadline(session, lead, p)) is not None:
-                self._deadlines.schedule(p, deadline)
+            due.append(p)
+        for p in due:
+            if self._is_pending(p):  # not ended by an earlier one of these
+                self._signal(p, Signal.DUE, out)
+                if self._is_pending(p) and (deadline := self._deadline(p)) is not None:
+                    self._deadlines.schedule(p, deadline)
+        self._after(out)
         return out
 
-    def feed(self, event: Event, now: float) -> list[Transition]:
+    def feed(self, event: Event, now: float, wall: float | None = None) -> list[Transition]:
         """Apply one event; returns what it changed."""
-        out: list[Transition] = []
-        if self._deleted and getattr(event, "session_id", None) in self._deleted:
+        self._now, self._wall = now, now if wall is None else wall
+        out = self._out = []
+        session_id = getattr(event, "session_id", None)
+        if self._deleted and session_id in self._deleted:
             self.deadline_may_be_earlier = False
             return out
         match event:
+            case ReplyActivity(message_id=mid, kind=kind):
+                self._activity(event.session_id, mid, out, content=kind is PartKind.CONTENT)
             case PromptAdmitted():
-                self._admit(event, now, out)
+                self._admit(event, out)
             case ReplyOpened():
-                self._reply_opened(event, now, out)
-            case ReplyActivity(session_id=sid, message_id=mid, kind=kind):
-                self._activity(sid, mid, now, out, content=kind is PartKind.CONTENT)
-            case ToolProgress(session_id=sid, message_id=mid, call_id=call, running=running):
-                prompt = self._owner(mid)
-                if prompt is not None:
+                self._reply_opened(event, out)
+            case ToolProgress(message_id=mid, call_id=call, running=running):
+                if (turn := self._reply_turn.get(mid)) is not None:
                     if running:
-                        prompt.running_tools.add(call)
+                        turn.running_tools.add(call)
                     else:
-                        prompt.running_tools.discard(call)
-                self._activity(sid, mid, now, out, content=True)
+                        turn.running_tools.discard(call)
+                self._activity(event.session_id, mid, out, content=True)
             case ReplyFinished():
-                self._reply_finished(event, now, out)
+                self._reply_finished(event, out)
             case StatusChanged():
-                self._status(event, now, out)
+                self._status(event, out)
             case SessionFailed():
-                self._session_failed(event, now, out)
+                self._session_failed(event, out)
             case SessionDeleted(session_id=sid):
-                self._session_deleted(sid, now, out)
+                self._session_deleted(sid, out)
             case HumanAsked(session_id=sid, request_id=rid):
-                for session in self._lineage(sid):
-                    if not session.waiting_on:
-                        session.blocked_since = now
-                    session.waiting_on.add(rid)
+                self._asked(sid, rid, out)
             case HumanAnswered(session_id=sid, request_id=rid, rejected=rejected):
                 own = self._sessions.get(sid)
-                if rejected and own is not None and own.prompts:
-                    own.prompts[0].rejected = True
-                for session in self._lineage(sid):
-                    session.waiting_on.discard(rid)
-                    if not session.waiting_on:
-                        self._unblock(session, now)
+                if rejected and own is not None and own.turn is not None:
+                    own.turn.rejected = True
+                self._release_request(rid, sid, out)
             case SessionSnapshot():
-                self._reconcile(event, now, out)
+                self._reconcile(event, out)
             case SessionSeen(session_id=sid, parent_session_id=parent, directory=directory):
                 session = self._session(sid)
                 session.parent_id = parent if parent != sid else None
                 session.directory = directory or session.directory
             case _:
                 pass
+        if (
+            session_id is not None
+            and not isinstance(event, SessionSnapshot | ReplyActivity)
+            and (seen := self._sessions.get(session_id)) is not None
+        ):
+            seen.stream_at = seen.seen_at = now  # what the stream said of it last
         # Model output and noise only push deadlines later, unless they changed something (a
         # first response switches to the inactivity timer, which may be shorter). Callers use
         # this to skip an O(pending prompts) reschedule on every streamed delta.
@@ -363,132 +452,451 @@ class Tracker:
             self._touch(event, out)
         return out
 
-    # -- transitions --------------------------------------------------------------------------
+    def release(
+        self, now: float, wall: float | None = None, reason: str = "released"
+    ) -> list[Transition]:
+        """Let go of every pending prompt (its server left the configuration): each ends evicted,
+        its firing stalls resolved, so that no alert is left firing for a prompt nobody watches."""
+        self._now, self._wall = now, now if wall is None else wall
+        out = self._out = []
+        for session in list(self._sessions.values()):
+            for p in list(session.prompts):
+                self._signal(p, Signal.EVICTED, out, ending=Outcome.EVICTED, reason=reason)
+        return out
 
-    def _admit(self, event: PromptAdmitted, now: float, out: list[Transition]) -> None:
+    # -- the machine --------------------------------------------------------------------------
+
+    def _signal(
+        self,
+        p: _Prompt,
+        signal: Signal,
+        out: list[Transition],
+        *,
+        ending: Outcome | None = None,
+        reason: str | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """Apply ``signal`` to ``p`` as the table says."""
+        r = rule(p.phase, signal)
+        if r is None:
+            return  # a pair that changes nothing (phases.IGNORED says why)
+        now = self._now
+        session = self._sessions[p.ref.session_id]
+        next_phase = r.next
+        match r.action:
+            case Action.START:
+                p.clock_start = now
+                if session.waiting:  # its turn began while a person is asked
+                    next_phase = Phase.BLOCKED
+            case Action.RESPOND:
+                self._respond(p, out)
+            case Action.RESOLVE:
+                self._resolve(p, out)
+            case Action.PAUSE:
+                pass  # the session notes since when; the clocks move on when it is answered
+            case Action.RESUME:
+                # The clock stood still while a person was asked (or since it began, if later).
+                if p.clock_start is not None:
+                    since = max(p.clock_start, session.blocked_since or now)
+                    p.clock_start += now - since
+            case Action.REQUEUE:
+                p.clock_start = None
+                if p.turn is not None:
+                    self._leave_turn(p)
+            case Action.FIRE:
+                assert r.stall is not None
+                self._fire(session, p, r.stall, out)
+            case Action.END:
+                self._end(
+                    session,
+                    p,
+                    r.ending or ending or Outcome.FAILED,
+                    out,
+                    reason=r.reason or reason,
+                    error=error,
+                )
+                return
+            case Action.NOTE:
+                pass
+        if next_phase is not None and next_phase is not p.phase:
+            self._set_phase(p, next_phase)
+
+    def _set_phase(self, p: _Prompt, phase: Phase) -> None:
+        self._counts[_state(p)] -= 1
+        p.phase = phase
+        self._counts[_state(p)] += 1
+
+    def _set_stall(self, p: _Prompt, stall: StallKind | None) -> None:
+        self._counts[_state(p)] -= 1
+        session = self._sessions[p.ref.session_id]
+        session.stalled += (stall is not None) - (p.stall is not None)
+        if p.turn is not None:
+            p.turn.open_stalls += (stall is not None) - (p.stall is not None)
+        p.stall = stall
+        self._counts[_state(p)] += 1
+
+    def _respond(self, p: _Prompt, out: list[Transition]) -> None:
+        now = self._now
+        out.append(
+            FirstResponse(
+                prompt=p.ref,
+                at=self._wall,
+                latency=now - p.accepted,
+                since_turn=now - (p.clock_start if p.clock_start is not None else p.accepted),
+            )
+        )
+        self._resolve(p, out)
+
+    def _fire(self, session: _Session, p: _Prompt, kind: StallKind, out: list[Transition]) -> None:
+        if kind in p.fired:
+            return
+        p.fired.add(kind)
+        if kind not in FINAL_KINDS:
+            self._set_stall(p, kind)
+        out.append(
+            Stalled(
+                prompt=p.ref,
+                kind=kind,
+                at=self._wall,
+                waited=self._now - p.accepted,
+                retry=session.retry,
+                reason=None,
+            )
+        )
+
+    def _resolve(self, p: _Prompt, out: list[Transition], outcome: Outcome | None = None) -> None:
+        if p.stall is None:
+            return
+        out.append(
+            Resolved(
+                prompt=p.ref,
+                kind=p.stall,
+                at=self._wall,
+                waited=self._now - p.accepted,
+                outcome=outcome,
+            )
+        )
+        self._set_stall(p, None)
+
+    def _end(
+        self,
+        session: _Session,
+        p: _Prompt,
+        outcome: Outcome,
+        out: list[Transition],
+        *,
+        reason: str | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """The prompt ends: its stall resolves, a failure or a drop is reported, it is forgotten."""
+        self._resolve(p, out, outcome=outcome)
+        final = {Outcome.FAILED: StallKind.FAILED, Outcome.DROPPED: StallKind.DROPPED}.get(outcome)
+        if final is not None and final not in p.fired:
+            p.fired.add(final)
+            if outcome is Outcome.FAILED:
+                error = error or ErrorInfo(reason or "unknown")
+            out.append(
+                Stalled(
+                    prompt=p.ref,
+                    kind=final,
+                    at=self._wall,
+                    waited=self._now - p.accepted,
+                    retry=session.retry,
+                    reason=reason,
+                    error=error if outcome is Outcome.FAILED else None,
+                )
+            )
+        self._counts[_state(p)] -= 1
+        session.prompts.remove(p)
+        p.live = False
+        self._pending -= 1
+        self._deadlines.discard(p)
+        self._by_age.discard(p)
+        turn = p.turn
+        if turn is not None:
+            self._leave_turn(p)
+        out.append(
+            Completed(
+                prompt=p.ref,
+                outcome=outcome,
+                at=self._wall,
+                duration=self._now - p.accepted,
+                reason=reason,
+            )
+        )
+        session.ended[(p.id, p.created_at)] = None
+        if p.created_at is not None:
+            session.ended_before = max(session.ended_before, p.created_at)
+        while len(session.ended) > REMEMBERED_PER_SESSION:
+            session.ended.popitem(last=False)
+        session.last_outcome, session.last_outcome_at = outcome, self._now
+        self._note_if_idle(session)
+        if not any(q.phase in STARTED for q in session.prompts) and session.run not in (
+            SessionRun.IDLE,
+            None,
+        ):
+            # OpenCode's loop goes straight on to the latest user message: the queued prompts'
+            # turn begins now (the `busy` it re-sends follows within milliseconds).
+            for q in list(session.prompts):
+                if q.phase is Phase.QUEUED:
+                    self._signal(q, Signal.TURN, out)
+
+    def _join(self, turn: _Turn, p: _Prompt, out: list[Transition]) -> None:
+        """``p`` is answered by ``turn`` from now on (folded in, or the prompt it answers)."""
+        if p.turn is turn:
+            return
+        if p.turn is not None:
+            self._leave_turn(p)
+        p.turn = turn
+        turn.members.append(p)
+        if p.stall is not None:
+            turn.open_stalls += 1
+        self._signal(p, Signal.TURN, out)
+        if turn.responded is not None:
+            self._signal(p, Signal.OUTPUT, out)  # the reply it joins has said something already
+
+    def _leave_turn(self, p: _Prompt) -> None:
+        turn = p.turn
+        assert turn is not None
+        p.turn = None
+        turn.members.remove(p)
+        if p.stall is not None:
+            turn.open_stalls -= 1
+        if not turn.members:
+            for reply in turn.replies:
+                if self._reply_turn.get(reply) is turn:
+                    del self._reply_turn[reply]
+            if turn.session.turn is turn:
+                turn.session.turn = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _admit(self, event: PromptAdmitted, out: list[Transition]) -> None:
         session = self._session(event.session_id)
         mid = event.message_id
-        if any(p.id == mid for lead in session.prompts for p in (lead, *lead.folded)):
+        if any(p.id == mid for p in session.prompts):
             return  # re-sent, or a repeated messageID folded into the same pending prompt
         if (mid, event.created_at) in session.ended:
             return  # a re-send of a message whose reply we already saw
-        accepted_at = self._accepted_at(event.created_at, now, event.origin)
+        accepted = self._accepted(event.created_at, event.origin)
         for earlier in list(session.prompts):
-            if not earlier.turn_started and accepted_at - earlier.ref.accepted_at >= NO_TURN_GAP:
-                why = _Why.NO_TURN_STARTED.value
-                self._complete(session, earlier, Outcome.NO_REPLY, now, out, reason=why)
+            if earlier.phase is Phase.AWAITING_TURN and accepted - earlier.accepted >= NO_TURN_GAP:
+                self._signal(earlier, Signal.LATER, out)
+        if any(p.phase in STARTED for p in session.prompts):
+            phase = Phase.QUEUED  # behind the turn that runs; its own comes after
+        elif session.run in (SessionRun.BUSY, SessionRun.RETRY):
+            phase = Phase.WAITING  # stored into a running loop (`/shell`: busy comes first)
+        else:
+            phase = Phase.AWAITING_TURN
         ref = PromptRef(
             server=self.server,
             session_id=session.id,
             message_id=mid,
-            accepted_at=accepted_at,
+            accepted_at=self._wall - (self._now - accepted),
             directory=event.directory or session.directory,
             parent_session_id=session.parent_id,
         )
-        queued = bool(session.prompts)
-        prompt = _Prompt(
+        p = _Prompt(
             id=mid,
             ref=ref,
             created_at=event.created_at,
-            clock_start=None if queued else accepted_at,
-            last_activity=accepted_at,
-            # A prompt stored while its session runs is picked up by that run; in an idle session
-            # only a `busy` says a turn started for it.
-            turn_started=session.run in (SessionRun.BUSY, SessionRun.RETRY),
+            accepted=accepted,
+            phase=phase,
+            clock_start=accepted if phase is Phase.WAITING else None,
         )
-        session.prompts.append(prompt)
-        self._by_age.schedule(prompt, accepted_at)
+        session.prompts.append(p)
+        self._counts[_state(p)] += 1
+        self._by_age.schedule(p, accepted)
         self._pending += 1
-        out.append(Accepted(prompt=ref, at=now))
-        self._enforce_prompt_limit()
+        out.append(Accepted(prompt=ref, at=self._wall))
+        if phase is Phase.WAITING and session.retry is not None:
+            self._signal(p, Signal.RETRY, out)
+        if phase is Phase.WAITING and session.waiting:
+            self._signal(p, Signal.ASKED, out)
+        self._enforce_prompt_limit(out)
 
-    def _reply_opened(
-        self, event: ReplyOpened, now: float, out: list[Transition], *, touch: bool = True
-    ) -> None:
+    def _accepted(self, created_at: float | None, origin: Origin) -> float:
+        """When a prompt was accepted, on the monotonic clock: its `time.created` placed through
+        the server clock's offset, converted once, here. Live and recovered prompts are timed
+        alike; a live prompt whose server time is unusable is timed from its arrival."""
+        now = self._now
+        if created_at is None or not math.isfinite(created_at):
+            self.unusable_times += 1
+            return now
+        if origin is Origin.LIVE:
+            self.clock.observe(created_at, now, self._wall)
+        placed = self.clock.to_monotonic(created_at)
+        if placed is None:  # no sample yet: assume the clocks agree
+            placed = now - (self._wall - created_at)
+        if not math.isfinite(placed):
+            return now
+        accepted = min(now, placed)
+        if origin is Origin.LIVE and now - accepted > MAX_ARRIVAL_DELAY:
+            return now
+        return accepted
+
+    def _reply_opened(self, event: ReplyOpened, out: list[Transition]) -> None:
         session = self._sessions.get(event.session_id)
         if session is None:
             return
-        index = next((i for i, p in enumerate(session.prompts) if p.id == event.parent_id), None)
-        if index is None:
+        p = next((q for q in session.prompts if q.id == event.parent_id), None)
+        if p is None:
             return  # a reply to a prompt we never saw accepted
-        prompt = session.prompts[index]
-        if event.message_id not in prompt.replies:
-            prompt.rejected = False  # a new step: the turn went on after a rejection
-        for p in session.prompts[: index + 1]:
-            p.turn_started = True
-        if prompt.ref.provider is None and (event.provider or event.model):
-            prompt.ref = replace(prompt.ref, provider=event.provider, model=event.model)
-        prompt.replies.add(event.message_id)
-        self._reply_owner[event.message_id] = (session.id, prompt.id)
-        if index:
-            # OpenCode answers only the latest user message: earlier ones were folded into this
-            # request and share its outcome.
-            earlier = session.prompts[:index]
-            del session.prompts[:index]
-            if prompt.clock_start is None:
-                # Its turn began with the request it was folded into, not after a reply.
-                prompt.clock_start = prompt.ref.accepted_at
-            for p in earlier:
-                # A folded prompt keeps its own stall state: it is still unanswered, and the
-                # reply it now waits for resolves it.
-                prompt.folded.extend([p, *p.folded])
-                p.folded.clear()
-        if prompt.clock_start is None:
-            prompt.clock_start = now
-        if prompt.responded_at is not None and touch:
-            prompt.last_activity = now  # the next step of a multi-step reply began
+        turn = p.turn
+        if turn is None:
+            turn = _Turn(session=session, members=[], last_activity=self._now)
+        new_step = event.message_id not in turn.replies and event.message_id not in turn.done
+        if new_step:
+            turn.rejected = False  # a new step: the turn went on after a rejection
+        turn.replies.add(event.message_id)
+        turn.parent = p
+        self._reply_turn[event.message_id] = turn
+        if session.turn is not None and session.turn is not turn:
+            for earlier in list(session.turn.members):
+                self._join(turn, earlier, out)  # a newer request superseded that turn
+        session.turn = turn
+        # OpenCode answers only the latest user message: earlier ones were folded into this
+        # request and share its reply; later ones wait for the turn after it.
+        index = session.prompts.index(p)
+        for q in session.prompts[: index + 1]:
+            self._join(turn, q, out)
+        for q in session.prompts[index + 1 :]:
+            if q.turn is None:
+                self._signal(q, Signal.BEHIND, out)
+        if event.provider or event.model:
+            for q in turn.members:
+                if q.ref.provider is None and q.ref.model is None:
+                    q.ref = replace(q.ref, provider=event.provider, model=event.model)
+        if new_step:
+            self._turn_activity(turn, out, content=False)  # the next step of a reply began
+        self._sub_agent_activity(session, out)
 
     def _activity(
-        self, session_id: str, message_id: str, now: float, out: list[Transition], *, content: bool
+        self, session_id: str, message_id: str, out: list[Transition], *, content: bool
     ) -> None:
-        prompt = self._owner(message_id)
-        if prompt is not None:
-            prompt.last_activity = now
-            if prompt.responded_at is None and content:
-                prompt.responded_at = now
-                out.append(
-                    FirstResponse(prompt=prompt.ref, at=now, latency=now - prompt.ref.accepted_at)
-                )
-            if prompt.responded_at is not None:
-                self._resolve(prompt, now, out)
-        # A sub-agent's work is the parent's running `task` tool at work.
-        for ancestor in self._lineage(session_id, include_self=False):
-            for p in ancestor.prompts:
-                if p.responded_at is not None:
-                    p.last_activity = max(p.last_activity, now)
+        turn = self._reply_turn.get(message_id)
+        if turn is not None:
+            self._turn_activity(turn, out, content=content)
+            session = turn.session
+        else:
+            found = self._sessions.get(session_id)
+            if found is None:
+                return
+            session = found
+        session.seen_at = session.stream_at = self._now
+        if session.parent_id is not None:
+            self._sub_agent_activity(session, out)
 
-    def _reply_finished(self, event: ReplyFinished, now: float, out: list[Transition]) -> None:
+    def _turn_activity(self, turn: _Turn, out: list[Transition], *, content: bool) -> None:
+        """The turn's reply is alive: its quiet ends; the first content is its first response."""
+        turn.last_activity = self._now
+        if content and turn.responded is None:
+            turn.responded = self._now
+            for p in list(turn.members):
+                self._signal(p, Signal.OUTPUT, out)
+        elif turn.open_stalls:
+            for p in list(turn.members):
+                self._signal(p, Signal.OUTPUT if content else Signal.STEP, out)
+
+    def _sub_agent_activity(self, session: _Session, out: list[Transition]) -> None:
+        """A sub-agent's work is its parent's running `task` tool at work."""
+        if session.parent_id is None:
+            return
+        for ancestor in self._lineage(session.parent_id):
+            turn = ancestor.turn
+            if turn is not None and turn.responded is not None:
+                self._turn_activity(turn, out, content=False)
+
+    def _reply_finished(self, event: ReplyFinished, out: list[Transition]) -> None:
         session = self._sessions.get(event.session_id)
         if session is None:
             return
-        prompt = self._owner(event.message_id) or next(
-            (p for p in session.prompts if p.id == event.parent_id), None
-        )
-        if prompt is None:
-            return
-        prompt.replies.discard(event.message_id)
-        self._reply_owner.pop(event.message_id, None)
-        ending = _ending(event.finish, event.error, produced=prompt.responded_at is not None)
+        turn = self._reply_turn.get(event.message_id)
+        if turn is None:
+            p = next((q for q in session.prompts if q.id == event.parent_id), None)
+            if p is None:
+                return
+            if p.turn is None or event.message_id not in p.turn.done:
+                # Its opening was missed: open it now, then finish it.
+                self._reply_opened(
+                    ReplyOpened(
+                        session.id, event.message_id, event.parent_id, event.provider, event.model
+                    ),
+                    out,
+                )
+            turn = p.turn
+            if turn is None:
+                return
+        if event.message_id in turn.done:
+            return  # OpenCode sends a completed assistant message twice
+        self._sub_agent_activity(session, out)
+        turn.done.add(event.message_id)
+        turn.replies.discard(event.message_id)
+        self._reply_turn.pop(event.message_id, None)
+        if event.tokens is not None or event.cost is not None:
+            owner = turn.owner
+            out.append(
+                Usage(
+                    prompt=owner.ref,
+                    at=self._wall,
+                    provider=event.provider or owner.ref.provider,
+                    model=event.model or owner.ref.model,
+                    tokens=event.tokens,
+                    cost=event.cost,
+                )
+            )
+        ending = _ending(event.finish, event.error, produced=turn.responded is not None)
         if ending is None:
-            self._activity(event.session_id, event.message_id, now, out, content=True)
-            prompt.running_tools.clear()
+            self._turn_activity(turn, out, content=True)  # a step ended: the model called a tool
+            turn.running_tools.clear()
             return
         outcome, reason = ending
-        if outcome is Outcome.ANSWERED and prompt.responded_at is None:
-            self._activity(event.session_id, event.message_id, now, out, content=True)
+        if outcome is Outcome.ANSWERED and turn.responded is None:
+            self._turn_activity(turn, out, content=True)
         error = ErrorInfo(event.error, event.error_message) if event.error else None
-        self._complete(session, prompt, outcome, now, out, reason=reason, error=error)
+        for p in list(turn.members):
+            self._signal(p, Signal.FINISHED, out, ending=outcome, reason=reason, error=error)
 
-    def _session_failed(self, event: SessionFailed, now: float, out: list[Transition]) -> None:
+    def _status(self, event: StatusChanged, out: list[Transition]) -> None:
         session = self._session(event.session_id)
-        if session.failed_at is not None and now - session.failed_at < ERROR_ECHO_SECONDS:
+        retry = (
+            Retry(event.attempt, event.retry_message, event.next_retry_at)
+            if event.run is SessionRun.RETRY
+            else None
+        )
+        self._apply_run(session, event.run, retry, out)
+
+    def _apply_run(
+        self, session: _Session, run: SessionRun, retry: Retry | None, out: list[Transition]
+    ) -> None:
+        session.run = run
+        session.retry = retry
+        if run is SessionRun.IDLE:
+            # The loop ended. Whatever is still pending will never be answered, and nobody is
+            # asked any more: a wait for a person ends with it (in sub-agents too).
+            self._release_session_requests(session, out, everything=True)
+            for p in list(session.prompts):
+                rejected = p.turn is not None and p.turn.rejected
+                self._signal(p, Signal.REJECTED if rejected else Signal.IDLE, out)
+            return
+        for p in list(session.prompts):
+            if p.phase is Phase.AWAITING_TURN:
+                self._signal(p, Signal.TURN, out)
+            self._signal(p, Signal.RETRY if run is SessionRun.RETRY else Signal.BUSY, out)
+
+    def _session_failed(self, event: SessionFailed, out: list[Transition]) -> None:
+        session = self._session(event.session_id)
+        if session.failed_at is not None and self._now - session.failed_at < ERROR_ECHO_SECONDS:
             return  # the second report of a failure already handled
         aborted = event.error == ABORTED_ERROR
         error = ErrorInfo(event.error, event.message)
-        if session.prompts:
+        # The failure is the running turn's; before any turn began, the prompts awaiting one.
+        started = [p for p in session.prompts if p.phase in STARTED]
+        victims = started or [p for p in session.prompts if p.phase is Phase.AWAITING_TURN]
+        if victims:
             outcome = Outcome.ABORTED if aborted else Outcome.FAILED
-            lead = session.prompts[0]
-            self._complete(session, lead, outcome, now, out, reason=event.error, error=error)
+            for p in victims:
+                self._signal(p, Signal.ERROR, out, ending=outcome, reason=event.error, error=error)
         elif aborted:
             return  # an abort with nothing running asks nothing of us
         else:
@@ -497,280 +905,197 @@ class Tracker:
                 server=self.server,
                 session_id=session.id,
                 message_id=None,
-                accepted_at=now,
+                accepted_at=self._wall,
                 directory=session.directory,
                 parent_session_id=session.parent_id,
             )
-            out.append(Accepted(prompt=ref, at=now))
+            at = self._wall
+            out.append(Accepted(prompt=ref, at=at))
             out.append(
-                Stalled(
-                    prompt=ref,
-                    kind=StallKind.FAILED,
-                    at=now,
-                    waited=0.0,
-                    reason=event.error,
-                    error=error,
-                )
+                Stalled(ref, StallKind.FAILED, at, waited=0.0, reason=event.error, error=error)
             )
-            out.append(
-                Completed(
-                    prompt=ref, outcome=Outcome.FAILED, at=now, duration=0.0, reason=event.error
-                )
-            )
+            out.append(Completed(ref, Outcome.FAILED, at, duration=0.0, reason=event.error))
+            session.last_outcome, session.last_outcome_at = Outcome.FAILED, self._now
         if not aborted:
-            session.failed_at = now
+            session.failed_at = self._now
 
-    def _session_deleted(self, session_id: str, now: float, out: list[Transition]) -> None:
-        session = self._sessions.pop(session_id, None)
+    def _session_deleted(self, session_id: str, out: list[Transition]) -> None:
+        session = self._sessions.get(session_id)
         if session is not None:
-            why = _Why.SESSION_DELETED.value
-            for prompt in list(session.prompts):
-                self._complete(session, prompt, Outcome.ABORTED, now, out, reason=why)
+            self._release_session_requests(session, out, everything=True)
+            for p in list(session.prompts):
+                self._signal(p, Signal.DELETED, out)
+            del self._sessions[session_id]
             self._last_seen.pop(session_id, None)
             self._idle.discard(session_id)
         self._deleted[session_id] = None
         while len(self._deleted) > REMEMBERED_DELETED:
             self._deleted.popitem(last=False)
 
-    def _reconcile(self, snap: SessionSnapshot, now: float, out: list[Transition]) -> None:
-        """Bring a session up to date with a REST read, without counting anything twice."""
+    def _asked(self, session_id: str, request_id: str, out: list[Transition]) -> None:
+        session = self._session(session_id)
+        session.asked.add(request_id)
+        self._asked_in[request_id] = session_id
+        for s in self._lineage(session_id):
+            self._wait_on(s, request_id, out)
+
+    def _wait_on(self, session: _Session, request_id: str, out: list[Transition]) -> None:
+        if not session.waiting:
+            session.blocked_since = self._now
+            session.waiting.add(request_id)
+            for p in list(session.prompts):
+                self._signal(p, Signal.ASKED, out)
+        else:
+            session.waiting.add(request_id)
+
+    def _release_request(self, request_id: str, session_id: str, out: list[Transition]) -> None:
+        """A request was answered (or is moot): whoever waited on it only may go on."""
+        origin_id = self._asked_in.pop(request_id, session_id)
+        origin = self._sessions.get(origin_id)
+        if origin is not None:
+            origin.asked.discard(request_id)
+        for s in self._lineage(origin_id):
+            if request_id in s.waiting:
+                s.waiting.discard(request_id)
+                if not s.waiting:
+                    self._unblock(s, out)
+
+    def _release_session_requests(
+        self, session: _Session, out: list[Transition], *, everything: bool
+    ) -> None:
+        """The session stopped: its own requests are moot for its ancestors too; ``everything``
+        also ends its own wait for those of its sub-agents."""
+        for request_id in list(session.asked):
+            self._release_request(request_id, session.id, out)
+        if everything and session.waiting:
+            session.waiting.clear()
+            self._unblock(session, out)
+
+    def _unblock(self, session: _Session, out: list[Transition]) -> None:
+        if session.blocked_since is None:
+            return
+        blocked_since = session.blocked_since
+        turns = {id(p.turn): p.turn for p in session.prompts if p.phase in BLOCKED and p.turn}
+        for p in list(session.prompts):
+            self._signal(p, Signal.ANSWERED, out)
+        for turn in turns.values():
+            turn.last_activity += self._now - max(blocked_since, turn.last_activity)
+        session.blocked_since = None
+
+    def _reconcile(self, snap: SessionSnapshot, out: list[Transition]) -> None:
+        """Bring a session up to date with a REST read, without counting anything twice.
+
+        What the snapshot could not read (None) changes nothing; what the stream said of the
+        session after the read began wins over the read.
+        """
         session = self._session(snap.session_id)
         session.directory = snap.directory or session.directory
-        if snap.run is SessionRun.RETRY:
-            session.retry = Retry(snap.attempt, snap.retry_message, snap.next_retry_at)
-        else:
-            session.retry = None
-        session.run = snap.run
-        if set(snap.waiting_on) != session.waiting_on:
-            if snap.waiting_on and not session.waiting_on:
-                session.blocked_since = now
-            session.waiting_on = set(snap.waiting_on)
-            if not session.waiting_on:
-                self._unblock(session, now)
-        for ps in snap.prompts:
-            last = ps.replies[-1] if ps.replies else None
-            ending = (
-                _ending(last.finish, last.error, produced=any(r.has_content for r in ps.replies))
-                if last is not None
+        fresh = session.stream_at < snap.taken_at  # a tie goes to the stream
+        if fresh and snap.waiting_on is not None:
+            self._reconcile_waiting(session, set(snap.waiting_on), out)
+        if fresh and snap.run is not None and snap.run is not SessionRun.IDLE:
+            retry = (
+                Retry(snap.attempt, snap.retry_message, snap.next_retry_at)
+                if snap.run is SessionRun.RETRY
                 else None
             )
+            self._apply_run(session, snap.run, retry, out)
+        # Only a session that runs (as the newest word on it says) has prompts still to answer.
+        running = (snap.run if fresh else session.run) in (SessionRun.BUSY, SessionRun.RETRY)
+        for ps in snap.prompts or ():
+            last = ps.replies[-1] if ps.replies else None
+            produced = any(r.has_content for r in ps.replies)
+            ending = _ending(last.finish, last.error, produced=produced) if last else None
             done = last is not None and last.completed and ending is not None
-            prompt = self._pending_prompt(session, ps.message_id)
-            if prompt is None:
-                if done or snap.run is SessionRun.IDLE:
-                    continue  # ended while we were not looking: nothing left to watch
-                if (ps.message_id, ps.created_at) in session.ended:
-                    continue  # its ending reached us on the stream after the read began
+            p = next((q for q in session.prompts if q.id == ps.message_id), None)
+            if p is None:
+                if done or not running:
+                    continue  # ended while we were not looking, or nothing says it still runs
+                if (ps.message_id, ps.created_at) in session.ended or (
+                    ps.created_at is not None and ps.created_at <= session.ended_before
+                ):
+                    continue  # it ended on the stream (maybe after the read began)
                 admitted = PromptAdmitted(
                     snap.session_id, ps.message_id, ps.created_at, snap.directory, Origin.RECONCILED
                 )
-                self._admit(admitted, now, out)
-                prompt = self._pending_prompt(session, ps.message_id)
-                if prompt is None:
+                self._admit(admitted, out)
+                p = next((q for q in session.prompts if q.id == ps.message_id), None)
+                if p is None:
                     continue
-            self._adopt_replies(snap, ps.replies, prompt, now, out)
-            if done and ending is not None and last is not None:
+            self._adopt_replies(session, ps.replies, p, out)
+            if done and ending is not None and last is not None and self._is_pending(p):
                 error = ErrorInfo(last.error, last.error_message) if last.error else None
-                self._complete(session, prompt, ending[0], now, out, reason=ending[1], error=error)
-        if snap.run is SessionRun.IDLE:
-            why = _Why.SERVER_RESTART if snap.restarted else _Why.IDLE_WITHOUT_REPLY
-            for prompt in list(session.prompts):
-                if prompt.ref.accepted_at <= snap.taken_at:
-                    self._drop(session, prompt, now, out, why)
+                self._signal(
+                    p, Signal.FINISHED, out, ending=ending[0], reason=ending[1], error=error
+                )
+        if fresh and snap.run is SessionRun.IDLE:
+            session.run = SessionRun.IDLE
+            session.retry = None
+            self._release_session_requests(session, out, everything=True)
+            signal = Signal.LOST if snap.restarted else Signal.IDLE
+            for p in list(session.prompts):
+                # Newer prompts are newer than the read; one awaiting its turn has it a moment
+                # after it is stored, so an idle read ends it only once that moment has passed.
+                settled = NO_TURN_GAP if p.phase is Phase.AWAITING_TURN else 0.0
+                if p.accepted <= snap.taken_at - settled:
+                    self._signal(p, signal, out)
+
+    def _reconcile_waiting(
+        self, session: _Session, pending: set[str], out: list[Transition]
+    ) -> None:
+        for request_id in session.asked - pending:
+            self._release_request(request_id, session.id, out)
+        for request_id in pending - session.asked:
+            self._asked(session.id, request_id, out)
 
     def _adopt_replies(
         self,
-        snap: SessionSnapshot,
+        session: _Session,
         replies: tuple[ReplySnapshot, ...],
-        prompt: _Prompt,
-        now: float,
+        p: _Prompt,
         out: list[Transition],
     ) -> None:
+        opened = False
         for reply in replies:
-            opened = ReplyOpened(snap.session_id, reply.message_id, prompt.id)
-            # Known replies keep their clocks: a read must not hide a silence.
-            self._reply_opened(opened, now, out, touch=False)
-            if not reply.completed:
-                prompt.running_tools.update(reply.running_tools)
-        if prompt.responded_at is None and any(r.has_content for r in replies):
-            self._activity(snap.session_id, replies[-1].message_id, now, out, content=True)
-
-    def _status(self, event: StatusChanged, now: float, out: list[Transition]) -> None:
-        session = self._session(event.session_id)
-        session.run = event.run
-        if event.run is not SessionRun.IDLE:
-            for prompt in session.prompts:
-                prompt.turn_started = True
-        if event.run is SessionRun.RETRY:
-            session.retry = Retry(event.attempt, event.retry_message, event.next_retry_at)
-            return
-        session.retry = None
-        if event.run is SessionRun.BUSY:
-            return
-        # Idle: the loop ended. Whatever is still pending will never be answered.
-        if session.waiting_on:
-            session.waiting_on.clear()
-            self._unblock(session, now)
-        for prompt in list(session.prompts):
-            if prompt.rejected:
-                # A person said no: the turn ended as they chose, nobody needs an alarm.
-                reason = _Why.REJECTED.value
-                self._complete(session, prompt, Outcome.ABORTED, now, out, reason=reason)
-                continue
-            why = _Why.IDLE_BEFORE_FINISH if prompt.responded_at else _Why.IDLE_WITHOUT_REPLY
-            self._drop(session, prompt, now, out, why)
-
-    def _drop(
-        self, session: _Session, prompt: _Prompt, now: float, out: list[Transition], why: _Why
-    ) -> None:
-        if not prompt.turn_started:
-            # Idle, and no turn ever started for it: a noReply message, not a lost prompt.
-            reason = _Why.NO_TURN_STARTED.value
-            self._complete(session, prompt, Outcome.NO_REPLY, now, out, reason=reason)
-            return
-        self._resolve(prompt, now, out, outcome=Outcome.DROPPED)
-        self._fire(session, prompt, StallKind.DROPPED, now, out, reason=why.value)
-        self._complete(session, prompt, Outcome.DROPPED, now, out, reason=why.value)
-
-    def _fire(
-        self,
-        session: _Session,
-        prompt: _Prompt,
-        kind: StallKind,
-        now: float,
-        out: list[Transition],
-        reason: str | None = None,
-        *,
-        error: ErrorInfo | None = None,
-        only_self: bool = False,
-    ) -> None:
-        for p in (prompt,) if only_self else (prompt, *prompt.folded):
-            if kind in p.fired:
-                continue  # a folded prompt that had already stalled on its own
-            p.fired.add(kind)
-            if kind not in FINAL_KINDS:
-                p.stall = kind
-            out.append(
-                Stalled(
-                    prompt=p.ref,
-                    kind=kind,
-                    at=now,
-                    waited=now - p.ref.accepted_at,
-                    retry=session.retry,
-                    reason=reason,
-                    error=error,
-                )
-            )
-
-    def _resolve(
-        self, prompt: _Prompt, now: float, out: list[Transition], outcome: Outcome | None = None
-    ) -> None:
-        for p in (prompt, *prompt.folded):
-            if p.stall is None:
-                continue
-            out.append(
-                Resolved(
-                    prompt=p.ref,
-                    kind=p.stall,
-                    at=now,
-                    waited=now - p.ref.accepted_at,
-                    outcome=outcome,
-                )
-            )
-            p.stall = None
-
-    def _complete(
-        self,
-        session: _Session,
-        prompt: _Prompt,
-        outcome: Outcome,
-        now: float,
-        out: list[Transition],
-        reason: str | None = None,
-        error: ErrorInfo | None = None,
-    ) -> None:
-        if prompt not in session.prompts:
-            return
-        self._resolve(prompt, now, out, outcome=outcome)
-        if outcome is Outcome.FAILED:
-            # It will never be answered: say so now, with the server's cause.
-            error = error or ErrorInfo(reason or "unknown")
-            self._fire(session, prompt, StallKind.FAILED, now, out, reason=reason, error=error)
-        session.prompts.remove(prompt)
-        self._deadlines.discard(prompt)
-        self._by_age.discard(prompt)
-        self._note_if_idle(session)
-        for p in (prompt, *prompt.folded):
-            self._pending -= 1
-            duration = now - p.ref.accepted_at
-            out.append(
-                Completed(prompt=p.ref, outcome=outcome, at=now, duration=duration, reason=reason)
-            )
-            session.ended[(p.id, p.created_at)] = None
-        while len(session.ended) > REMEMBERED_PER_SESSION:
-            session.ended.popitem(last=False)
-        for reply in prompt.replies:
-            self._reply_owner.pop(reply, None)
-        if session.prompts and session.prompts[0].clock_start is None:
-            session.prompts[0].clock_start = now  # the next queued prompt's turn begins
-
-    def _unblock(self, session: _Session, now: float) -> None:
-        if session.blocked_since is None:
-            return
-        paused = now - session.blocked_since
-        session.blocked_since = None
-        for p in session.prompts:
-            if p.clock_start is not None:
-                p.clock_start += paused
-            p.last_activity += paused
+            turn = p.turn
+            if turn is not None and (
+                reply.message_id in turn.replies or reply.message_id in turn.done
+            ):
+                continue  # known replies keep their clocks: a read must not hide a silence
+            self._reply_opened(ReplyOpened(session.id, reply.message_id, p.id), out)
+            opened = True
+            if p.turn is not None and not reply.completed:
+                p.turn.running_tools.update(reply.running_tools)
+        turn = p.turn
+        if turn is not None and turn.responded is None and any(r.has_content for r in replies):
+            kept = turn.last_activity
+            self._activity(session.id, replies[-1].message_id, out, content=True)
+            if not opened:
+                turn.last_activity = kept
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _deadline(self, session: _Session, lead: _Prompt, p: _Prompt) -> float | None:
-        """When ``p`` (``lead`` or folded into it) is due; the reply's progress is the lead's."""
-        if not lead.turn_started:
-            return lead.ref.accepted_at + self.timeouts.turn_start if p is lead else None
-        if session.waiting_on or p.clock_start is None:
-            return None
-        if lead.responded_at is None:
-            if StallKind.NO_RESPONSE in p.fired:
+    def _deadline(self, p: _Prompt) -> float | None:
+        """When ``p`` is due (monotonic), as its phase says; None when no clock runs for it."""
+        match p.phase:
+            case Phase.AWAITING_TURN:
+                return p.accepted + self.timeouts.turn_start
+            case Phase.WAITING | Phase.RETRYING:
+                if StallKind.NO_RESPONSE in p.fired or p.clock_start is None:
+                    return None
+                return p.clock_start + self.timeouts.first_response
+            case Phase.REPLYING:
+                turn = p.turn
+                if StallKind.INACTIVE in p.fired or turn is None:
+                    return None
+                quiet = self.timeouts.tool if turn.running_tools else self.timeouts.inactivity
+                return turn.last_activity + quiet
+            case _:
                 return None
-            return p.clock_start + self.timeouts.first_response
-        if StallKind.INACTIVE in p.fired:
-            return None
-        quiet = self.timeouts.tool if lead.running_tools else self.timeouts.inactivity
-        return lead.last_activity + quiet
 
-    def _accepted_at(self, created_at: float, now: float, origin: Origin) -> float:
-        """When a prompt was accepted, on our clock: its `time.created`, corrected for the offset.
-
-        Live and recovered prompts are timed alike this way; a live prompt whose server time is
-        unusable falls back to its arrival.
-        """
-        if not math.isfinite(created_at):
-            return now
-        if origin is Origin.LIVE:
-            self.observe_clock(created_at, now)
-        offset = self.clock_offset
-        # Without a sample yet, assume the clocks agree.
-        accepted_at = min(now, created_at + (offset or 0.0))
-        if origin is Origin.LIVE and now - accepted_at > MAX_ARRIVAL_DELAY:
-            return now
-        return accepted_at
-
-    def _current_deadline(self, p: _Prompt) -> float | None:
-        found = self._place(p)
-        return None if found is None else self._deadline(found[0], found[1], p)
-
-    def _place(self, p: _Prompt) -> tuple[_Session, _Prompt] | None:
-        """The session of a pending prompt and its lead (itself, or the prompt it is folded into)."""
-        session = self._sessions.get(p.ref.session_id)
-        if session is None:
-            return None
-        for lead in session.prompts:
-            if lead is p or p in lead.folded:
-                return session, lead
-        return None
+    @staticmethod
+    def _is_pending(p: _Prompt) -> bool:
+        return p.live
 
     def _touch(self, event: Event, out: list[Transition]) -> None:
         """Note the sessions whose deadlines ``event`` may have moved earlier."""
@@ -778,12 +1103,42 @@ class Tracker:
         if isinstance(session_id, str):
             self._touched.update(s.id for s in self._lineage(session_id))
         message_id = getattr(event, "message_id", None)
-        if isinstance(message_id, str) and (owner := self._reply_owner.get(message_id)):
-            self._touched.add(owner[0])
-        self._touched.update(t.prompt.session_id for t in out)
+        if isinstance(message_id, str) and (turn := self._reply_turn.get(message_id)):
+            self._touched.add(turn.session.id)
+        self._after(out)
+
+    def _after(self, out: list[Transition]) -> None:
+        """Bookkeeping for the sessions ``out`` concerns: deadlines, idle order, history."""
+        seen: set[str] = set()
         for t in out:
-            if (session := self._sessions.get(t.prompt.session_id)) is not None:
+            sid = t.prompt.session_id
+            if sid in seen:
+                continue
+            seen.add(sid)
+            self._touched.add(sid)
+            if (session := self._sessions.get(sid)) is not None:
                 self._note_if_idle(session)  # whichever way its prompts ended
+        for sid in self._touched:
+            if (session := self._sessions.get(sid)) is not None:
+                self._note_state(session)
+
+    def _note_state(self, session: _Session) -> None:
+        state = self._session_state(session)
+        if not session.history or session.history[-1][0] is not state:
+            session.history.append((state, self._now))
+
+    def _session_state(self, session: _Session) -> SessionState:
+        if session.stalled:
+            return SessionState.STALLED
+        if session.waiting:
+            return SessionState.WAITING_FOR_PERSON
+        if session.retry is not None:
+            return SessionState.RETRYING
+        if session.prompts or session.run in (SessionRun.BUSY, SessionRun.RETRY):
+            return SessionState.WORKING
+        if session.last_outcome is Outcome.FAILED:
+            return SessionState.FAILED
+        return SessionState.IDLE
 
     def _refresh_deadlines(self) -> None:
         """Schedule the current deadlines of touched sessions (earlier ones replace later ones)."""
@@ -791,106 +1146,88 @@ class Tracker:
             session = self._sessions.get(session_id)
             if session is None:
                 continue
-            for lead in session.prompts:
-                for p in (lead, *lead.folded):
-                    if (deadline := self._deadline(session, lead, p)) is not None:
-                        self._deadlines.schedule(p, deadline)
+            for p in session.prompts:
+                if (deadline := self._deadline(p)) is not None:
+                    self._deadlines.schedule(p, deadline)
         self._touched.clear()
-
-    def _state(self, session: _Session, lead: _Prompt, p: _Prompt) -> PromptState:
-        """The state of ``p``, which is ``lead`` or folded into it."""
-        if p.stall is not None:
-            return PromptState.STALLED
-        if session.waiting_on:
-            return PromptState.BLOCKED
-        if session.retry is not None:
-            return PromptState.RETRYING
-        return PromptState.REPLYING if lead.responded_at is not None else PromptState.WAITING
-
-    def _pending_prompt(self, session: _Session, message_id: str) -> _Prompt | None:
-        return next((p for p in session.prompts if p.id == message_id), None)
-
-    def _owner(self, assistant_id: str) -> _Prompt | None:
-        owner = self._reply_owner.get(assistant_id)
-        if owner is None:
-            return None
-        session = self._sessions.get(owner[0])
-        if session is None:
-            return None
-        return next((p for p in session.prompts if p.id == owner[1]), None)
 
     def _session(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None:
-            session = self._sessions[session_id] = _Session(id=session_id)
+            session = self._sessions[session_id] = _Session(id=session_id, seen_at=self._now)
             self._last_seen[session_id] = next(self._stamps)
             self._note_if_idle(session)
-            self._enforce_session_limit()
+            self._enforce_session_limit(keep=session_id)
         else:
             self._sessions.move_to_end(session_id)
             self._last_seen[session_id] = next(self._stamps)  # an idle entry is re-checked
+            session.seen_at = self._now
         return session
 
     def _note_if_idle(self, session: _Session) -> None:
         if not session.prompts and (seen := self._last_seen.get(session.id)) is not None:
             self._idle.schedule(session.id, seen)  # an older entry stays and is re-checked
 
-    def _least_recent_idle(self) -> str | None:
-        """The first session without prompts in the order of ``_sessions``."""
+    def _least_recent_idle(self, keep: str) -> str | None:
+        """The first session without prompts in the order of ``_sessions``, other than ``keep``."""
         while (top := self._idle.peek()) is not None:
             seen, session_id = top
             session = self._sessions.get(session_id)
-            idle = session is not None and not session.prompts
+            idle = session is not None and not session.prompts and session_id != keep
             if idle and self._last_seen[session_id] == seen:
                 return session_id
             self._idle.pop()  # gone, busy (noted again when its prompts end), or seen since
             if idle:
                 self._idle.schedule(session_id, self._last_seen[session_id])
+        if keep in self._sessions and not self._sessions[keep].prompts:
+            self._idle.schedule(keep, self._last_seen[keep])  # it stays a candidate later
         return None
 
-    def _lineage(self, session_id: str, *, include_self: bool = True) -> Iterator[_Session]:
+    def _lineage(self, session_id: str) -> Iterator[_Session]:
+        """The session and its ancestors (sub-agents nest), nearest first."""
         session = self._sessions.get(session_id)
         seen: set[str] = set()
-        if session is not None and not include_self:
-            seen.add(session.id)
-            session = self._sessions.get(session.parent_id) if session.parent_id else None
         while session is not None and session.id not in seen and len(seen) < MAX_LINEAGE:
             seen.add(session.id)
             yield session
             session = self._sessions.get(session.parent_id) if session.parent_id else None
 
-    def _enforce_session_limit(self) -> None:
+    def _enforce_session_limit(self, keep: str) -> None:
         while len(self._sessions) > self.limits.sessions:
-            victim_id = self._least_recent_idle() or next(iter(self._sessions))
-            victim = self._sessions.pop(victim_id)
+            victim_id = self._least_recent_idle(keep) or next(
+                sid for sid in self._sessions if sid != keep
+            )
+            victim = self._sessions[victim_id]
+            self.evicted_sessions += 1
+            self._release_session_requests(victim, self._out, everything=True)
+            self._evict(victim.prompts, "session_limit", self._out)
+            self._sessions.pop(victim_id, None)
             self._last_seen.pop(victim_id, None)
             self._idle.discard(victim_id)
-            self.evicted_sessions += 1
-            for lead in victim.prompts:
-                self._forget(lead)
 
-    def _enforce_prompt_limit(self) -> None:
-        while self._pending > self.limits.prompts and (top := self._by_age.pop()) is not None:
+    def _enforce_prompt_limit(self, out: list[Transition]) -> None:
+        while self._pending > self.limits.prompts and (top := self._by_age.peek()) is not None:
             oldest = top[1]
-            session = self._sessions.get(oldest.ref.session_id)
-            if session is None or oldest not in session.prompts:
-                continue  # folded into a later prompt, or already forgotten
-            session.prompts.remove(oldest)
-            self._forget(oldest)
-            self._note_if_idle(session)
+            if not self._is_pending(oldest):
+                self._by_age.pop()
+                continue
+            # The whole turn goes: a turn without its oldest prompts would answer a stranger.
+            group = list(oldest.turn.members) if oldest.turn is not None else [oldest]
+            self._evict(group, "prompt_limit", out)
 
-    def _forget(self, lead: _Prompt) -> None:
-        self._deadlines.discard(lead)
-        self._by_age.discard(lead)
-        count = 1 + len(lead.folded)
-        self._pending -= count
-        self.evicted_prompts += count
-        for reply in lead.replies:
-            self._reply_owner.pop(reply, None)
+    def _evict(self, prompts: Iterable[_Prompt], why: str, out: list[Transition]) -> None:
+        for p in list(prompts):
+            if self._is_pending(p):
+                self.evicted_prompts += 1
+                self._signal(p, Signal.EVICTED, out, ending=Outcome.EVICTED, reason=why)
 
 
-def _by_acceptance(item: tuple[_Session, _Prompt, _Prompt]) -> float:
-    return item[2].ref.accepted_at
+def _state(p: _Prompt) -> PromptState:
+    return PromptState.STALLED if p.stall is not None else PHASE_STATE[p.phase]
+
+
+def _by_acceptance(p: _Prompt) -> float:
+    return p.accepted
 
 
 def _ending(
@@ -906,7 +1243,7 @@ def _ending(
         # `/session/{id}/shell` ends this way after its bash tool ran; an abort while OpenCode
         # waits to retry the provider ends this way with nothing produced.
         outcome = Outcome.ANSWERED if produced else Outcome.ABORTED
-        return outcome, _Why.COMPLETED_WITHOUT_FINISH.value
+        return outcome, "completed_without_finish"
     if finish == INTERMEDIATE_FINISH:
         return None
     if finish in FAILED_FINISHES:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from watchdog.core.events import Tokens
+
 
 class Outcome(enum.StrEnum):
     """How a prompt ended."""
@@ -14,6 +16,9 @@ class Outcome(enum.StrEnum):
     ABORTED = "aborted"
     DROPPED = "dropped"
     NO_REPLY = "no_reply"  # stored without starting a turn (`noReply: true`): not a question
+    # The watchdog stopped watching it (a memory limit, or its server left the configuration):
+    # its alerts are resolved, and nothing more is known of it.
+    EVICTED = "evicted"
 
 
 class StallKind(enum.StrEnum):
@@ -26,11 +31,14 @@ class StallKind(enum.StrEnum):
 
 
 class PromptState(enum.StrEnum):
-    """What a pending prompt is doing now (the `state` label of the pending gauge)."""
+    """What a pending prompt is doing now (the `state` label of the pending gauge): its phase, or
+    ``stalled`` while one of its stalls fires."""
 
+    AWAITING_TURN = "awaiting_turn"
+    QUEUED = "queued"
     WAITING = "waiting"
-    REPLYING = "replying"
     RETRYING = "retrying"
+    REPLYING = "replying"
     BLOCKED = "blocked"
     STALLED = "stalled"
 
@@ -76,11 +84,16 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class FirstResponse:
-    """The model said its first thing for this prompt."""
+    """The model said its first thing for this prompt.
+
+    ``latency`` runs from acceptance; ``since_turn`` from the start of its turn (the provider's
+    share: a prompt queued behind another waited for that one first).
+    """
 
     prompt: PromptRef
     at: float
     latency: float
+    since_turn: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,4 +131,16 @@ class Completed:
     reason: str | None = None  # e.g. the error name, "idle_without_reply"
 
 
-Transition = Accepted | FirstResponse | Stalled | Resolved | Completed
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One assistant message (a step of a reply) completed, using these tokens and this cost."""
+
+    prompt: PromptRef
+    at: float
+    provider: str | None
+    model: str | None
+    tokens: Tokens | None
+    cost: float | None
+
+
+Transition = Accepted | FirstResponse | Stalled | Resolved | Completed | Usage

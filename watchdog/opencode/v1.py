@@ -26,10 +26,15 @@ from watchdog.core.events import (
     SessionSeen,
     StatusChanged,
     StreamConnected,
+    Tokens,
     ToolProgress,
 )
+from watchdog.core.server import Line
+from watchdog.opencode.ids import event_time
 from watchdog.opencode.wire import (
     BadFieldError,
+    amount,
+    count,
     error_of,
     field_ms,
     field_obj,
@@ -91,7 +96,7 @@ DELTA = "message.part.delta"
 _DELTA_MARK = '"type":"message.part.delta"'
 # Deltas (most of a busy stream) repeat the same reply's ids: their events are shared, not rebuilt.
 _ACTIVITY_CACHE_SIZE = 1024
-_activity_events: dict[tuple[str, str], tuple[str, ReplyActivity]] = {}
+_activity_lines: dict[tuple[str, str], Line] = {}
 
 
 # Retry attempts beyond this are not counts but attacks on whoever formats them.
@@ -110,7 +115,7 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     if _DELTA_MARK in data and (delta := _delta_payload(data, directory_scoped)) is not None:
         delta_id = delta[0].get("id")
         return Decoded(
-            delta[2][1], DELTA, delta_id if isinstance(delta_id, str) else None, delta[1]
+            delta[2].event, DELTA, delta_id if isinstance(delta_id, str) else None, delta[1]
         )
     try:
         return _decode_line(data, directory_scoped=directory_scoped)
@@ -146,6 +151,35 @@ def _decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     )
 
 
+class V1Stream:
+    """OpenCode 1.x's event stream as a wire format: `/global/event` (each event wrapped with its
+    directory, state changes repeated as `sync` duplicates) or the per-directory `/event`."""
+
+    api = "v1"
+
+    def __init__(self, *, directory_scoped: bool) -> None:
+        self.directory_scoped = directory_scoped
+
+    def decode(self, data: str, wall: float) -> Line | None:
+        """One line; None for a sync duplicate. Deltas, most of a busy stream, share their lines."""
+        scoped = self.directory_scoped
+        if not scoped and _is_sync_duplicate(data):
+            return None
+        if _DELTA_MARK in data and (delta := _delta_payload(data, scoped)) is not None:
+            return delta[2]
+        decoded = decode_line(data, directory_scoped=scoped)
+        if decoded is None:
+            return None
+        event = decoded.event
+        # The connect greeting and the heartbeats (every 10 s) sample the server's clock, so
+        # that prompts are timed alike whether seen live or found over REST.
+        sent = event_time(decoded.event_id, wall) if isinstance(event, _CLOCK_EVENTS) else None
+        return Line(decoded.type, event, sent)
+
+
+_CLOCK_EVENTS = (StreamConnected, Heartbeat)
+
+
 def decode_typed(data: str, *, directory_scoped: bool) -> tuple[str, Event] | None:
     """``decode_line`` without the event id and directory: the wire type and the event.
 
@@ -154,14 +188,14 @@ def decode_typed(data: str, *, directory_scoped: bool) -> tuple[str, Event] | No
     if not directory_scoped and _is_sync_duplicate(data):
         return None
     if _DELTA_MARK in data and (delta := _delta_payload(data, directory_scoped)) is not None:
-        return delta[2]
+        return delta[2].type, delta[2].event
     decoded = decode_line(data, directory_scoped=directory_scoped)
     return None if decoded is None else (decoded.type, decoded.event)
 
 
 def _delta_payload(
     data: str, directory_scoped: bool
-) -> tuple[dict[str, Any], str | None, tuple[str, ReplyActivity]] | None:
+) -> tuple[dict[str, Any], str | None, Line] | None:
     """A well-formed delta's payload, directory and event, as the general path would decode it;
     None leaves the line to that path.
 
@@ -197,7 +231,7 @@ def _is_sync_duplicate(data: str) -> bool:
     )
 
 
-def _delta(props: object) -> tuple[str, ReplyActivity] | None:
+def _delta(props: object) -> Line | None:
     """A well-formed delta's event, as ``_decode`` makes it; None sends it down the general path."""
     if not isinstance(props, dict):
         return None
@@ -207,13 +241,14 @@ def _delta(props: object) -> tuple[str, ReplyActivity] | None:
     ):
         return None
     key = (session_id, message_id)
-    pair = _activity_events.get(key)
-    if pair is None:
-        if len(_activity_events) >= _ACTIVITY_CACHE_SIZE:
-            _activity_events.clear()
-        activity = ReplyActivity(session_id, message_id, PartKind.CONTENT)
-        pair = _activity_events[key] = (DELTA, activity)
-    return pair
+    line = _activity_lines.get(key)
+    if line is None:
+        if len(_activity_lines) >= _ACTIVITY_CACHE_SIZE:
+            _activity_lines.clear()
+        line = _activity_lines[key] = Line(
+            DELTA, ReplyActivity(session_id, message_id, PartKind.CONTENT)
+        )
+    return line
 
 
 def decode_event(obj: Mapping[str, Any], *, directory: str | None = None) -> Event:
@@ -307,10 +342,13 @@ def _message(info: Mapping[str, Any], directory: str | None) -> Event:
             # OpenCode re-sends a stored user message with its diff summary after each run; an
             # admission (first or repeated messageID) never carries one.
             return Ignored(type="message.updated", known=True)
+        # A time.created that is no usable time (1e300, a 20-digit integer) still stores a
+        # prompt: the core times it from its arrival and counts the bad field.
+        created = wire_ms(time.get("created"))
         return PromptAdmitted(
             session_id=session_id,
             message_id=message_id,
-            created_at=field_ms(time, "created") / 1000.0,
+            created_at=None if created is None else created / 1000.0,
             directory=directory,
         )
     if role != "assistant":
@@ -333,6 +371,29 @@ def _message(info: Mapping[str, Any], directory: str | None) -> Event:
         finish=opt_str(info, "finish"),
         error=error_name,
         error_message=error_message,
+        provider=opt_str(info, "providerID"),
+        model=opt_str(info, "modelID"),
+        tokens=tokens_of(info.get("tokens")),
+        cost=amount(info.get("cost")),
+    )
+
+
+def tokens_of(value: object) -> Tokens | None:
+    """OpenCode's ``tokens`` ``{input, output, reasoning, cache: {read, write}}``; None if absent.
+
+    A count that is no count (negative, a bool, a 400-digit number) reads as 0: usage is
+    reporting, and one bad field must not cost the rest.
+    """
+    if not isinstance(value, dict):
+        return None
+    cache = value.get("cache")
+    cache = cache if isinstance(cache, dict) else {}
+    return Tokens(
+        input=count(value.get("input")),
+        output=count(value.get("output")),
+        reasoning=count(value.get("reasoning")),
+        cache_read=count(cache.get("read")),
+        cache_write=count(cache.get("write")),
     )
 
 

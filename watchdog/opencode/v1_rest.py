@@ -16,10 +16,10 @@ from watchdog.opencode.v1 import CONTENT_PARTS, decode_status
 from watchdog.opencode.wire import (
     BadFieldError,
     error_of,
-    field_ms,
     field_obj,
     field_str,
     opt_str,
+    wire_ms,
 )
 
 
@@ -50,12 +50,17 @@ def decode_session_messages(
     status: StatusChanged | None,
     taken_at: float,
     directory: str | None = None,
-    waiting_on: tuple[str, ...] = (),
+    waiting_on: tuple[str, ...] | None = (),
     restarted: bool = False,
+    status_known: bool = True,
 ) -> SessionSnapshot:
     """`GET /session/{id}/message` (``[{info, parts}]``, oldest first) as one snapshot.
 
-    Messages that do not decode are skipped: a snapshot is a best effort, the stream is the truth.
+    ``body`` None means the messages could not be read; ``status`` None with ``status_known``
+    means the session was absent from `/session/status` (idle), without it that the status could
+    not be read. ``waiting_on`` None: the permission or question read failed. Unknown stays
+    unknown in the snapshot. Messages that do not decode are skipped: a snapshot is a best
+    effort, the stream is the truth.
     """
     prompts: dict[str, PromptSnapshot] = {}
     order: list[str] = []
@@ -71,7 +76,10 @@ def decode_session_messages(
             message_id = field_str(info, "id")
             time = field_obj(info, "time")
             if role == "user":
-                prompts[message_id] = PromptSnapshot(message_id, field_ms(time, "created") / 1000.0)
+                created = wire_ms(time.get("created"))
+                prompts[message_id] = PromptSnapshot(
+                    message_id, None if created is None else created / 1000.0
+                )
                 order.append(message_id)
             elif role == "assistant":
                 replies.setdefault(field_str(info, "parentID"), []).append(
@@ -79,12 +87,14 @@ def decode_session_messages(
                 )
         except Exception:  # noqa: S112 - a message that does not decode is skipped, never fatal
             continue
-    run = status.run if status is not None else SessionRun.IDLE
+    run = status.run if status is not None else (SessionRun.IDLE if status_known else None)
     return SessionSnapshot(
         session_id=session_id,
         run=run,
         taken_at=taken_at,
-        prompts=tuple(
+        prompts=None
+        if body is None
+        else tuple(
             PromptSnapshot(p.message_id, p.created_at, tuple(replies.get(p.message_id, ())))
             for p in (prompts[m] for m in order)
         ),

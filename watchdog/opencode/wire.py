@@ -40,6 +40,34 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# Counts beyond this are no token counts (a float cannot even hold them exactly).
+_MAX_COUNT = 2**53
+# Costs beyond this (in the provider's currency unit) are no costs.
+_MAX_AMOUNT = 1e12
+
+
+def count(value: object) -> int:
+    """A non-negative integer count from the wire; 0 for anything else (never raises)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    try:
+        number = int(value)
+    except (OverflowError, ValueError):
+        return 0
+    return number if 0 <= number <= _MAX_COUNT else 0
+
+
+def amount(value: object) -> float | None:
+    """A non-negative finite amount (a cost) from the wire; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and 0.0 <= number <= _MAX_AMOUNT else None
+
+
 def wire_ms(value: object) -> float | None:
     """A wire time in milliseconds since the epoch, or None when unusable.
 

@@ -49,6 +49,7 @@ class ServerSnapshot:
     last_event_at: float | None = None
     evicted_sessions: int = 0
     evicted_prompts: int = 0
+    unusable_times: int = 0
 
 
 class Metrics:
@@ -227,7 +228,13 @@ class _StateCollector(Collector):
             "Sessions and pending prompts forgotten because the memory limits were reached.",
             labels=["server", "what"],
         )
+        unusable = CounterMetricFamily(
+            "opencode_watchdog_unusable_prompt_times",
+            "Prompts whose server time was no usable time (each was timed from its arrival).",
+            labels=["server"],
+        )
         for snap in self._snapshots():
+            unusable.add_metric([snap.name], snap.unusable_times)
             evictions.add_metric([snap.name, "sessions"], snap.evicted_sessions)
             evictions.add_metric([snap.name, "prompts"], snap.evicted_prompts)
             for state in PromptState:
@@ -242,4 +249,4 @@ class _StateCollector(Collector):
             labels=["version"],
         )
         build.add_metric([__version__], 1.0)
-        yield from (pending, oldest, up, last, evictions, build)
+        yield from (pending, oldest, up, last, evictions, unusable, build)
