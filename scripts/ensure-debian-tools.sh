@@ -7,6 +7,7 @@
 #   prometheus              -> /usr/bin/promtool (and /usr/bin/prometheus)
 #   prometheus-alertmanager -> /usr/bin/prometheus-alertmanager (and /usr/bin/amtool)
 #   chromium                -> /usr/bin/chromium (headless, for the status page's browser test)
+#   faketime                -> libfaketime (the wall-clock step test runs the daemon under it)
 # Both packages ship a service (systemd unit and /etc/init.d script) that the postinst starts.
 # Started here it would bind :9090 / :9093 and outlive the install, so service starts are refused
 # through policy-rc.d while installing, and a service that started anyway is stopped after.
@@ -18,14 +19,17 @@ have_alertmanager() {
 }
 
 have_chromium() { command -v chromium >/dev/null 2>&1; }
+LIBFAKETIME=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+have_faketime() { [[ -e ${LIBFAKETIME} ]]; }
 
 packages=()
 have_promtool || packages+=(prometheus)
 have_alertmanager || packages+=(prometheus-alertmanager)
 have_chromium || packages+=(chromium)
+have_faketime || packages+=(faketime)
 
 if [[ ${#packages[@]} -eq 0 ]]; then
-    echo "ensure-debian-tools: promtool, alertmanager and chromium already installed" >&2
+    echo "ensure-debian-tools: promtool, alertmanager, chromium and faketime already installed" >&2
     exit 0
 fi
 
@@ -56,7 +60,7 @@ apt-get install -y --no-install-recommends "${packages[@]}"
 # A pre-existing policy-rc.d may allow starts: stop the services of the packages installed now
 # (they were not installed before, so nothing of the machine's own is stopped).
 for svc in "${packages[@]}"; do
-    [[ ${svc} == chromium ]] && continue  # a browser, no service
+    [[ ${svc} == chromium || ${svc} == faketime ]] && continue  # no service
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
         systemctl stop "${svc}.service" >/dev/null 2>&1 || true
     elif [[ -x /etc/init.d/${svc} ]]; then
@@ -67,4 +71,5 @@ done
 have_promtool || { echo "ensure-debian-tools: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "ensure-debian-tools: alertmanager still missing" >&2; exit 1; }
 have_chromium || { echo "ensure-debian-tools: chromium still missing" >&2; exit 1; }
+have_faketime || { echo "ensure-debian-tools: faketime still missing" >&2; exit 1; }
 promtool --version 2>&1 | head -n 1
