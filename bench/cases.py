@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
 import pickle
@@ -27,14 +28,29 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from bench import streams as synth
-from watchdog.app import logs
-from watchdog.app.config import Config
-from watchdog.app.daemon import Daemon
-from watchdog.app.watch import StreamState
-from watchdog.core.events import PromptAdmitted
-from watchdog.core.settings import ServerConfig, Timeouts
-from watchdog.core.tracker import Tracker
-from watchdog.core.transitions import Stalled
+
+
+def _from(name: str, new: str, old: str) -> Any:
+    """``name`` from module ``new``, or from ``old`` in a ref from before the layout by layer
+    (5f36756): ``--against`` runs the same cases on older code."""
+    try:
+        return getattr(importlib.import_module(new), name)
+    except ImportError:
+        return getattr(importlib.import_module(old), name)
+
+
+try:
+    logs: Any = importlib.import_module("watchdog.app.logs")
+except ImportError:
+    logs = importlib.import_module("watchdog.logs")
+Config = _from("Config", "watchdog.app.config", "watchdog.config")
+Daemon = _from("Daemon", "watchdog.app.daemon", "watchdog.daemon")
+StreamState = _from("StreamState", "watchdog.app.watch", "watchdog.watch")
+PromptAdmitted = _from("PromptAdmitted", "watchdog.core.events", "watchdog.events")
+ServerConfig = _from("ServerConfig", "watchdog.core.settings", "watchdog.config")
+Timeouts = _from("Timeouts", "watchdog.core.settings", "watchdog.tracker")
+Tracker = _from("Tracker", "watchdog.core.tracker", "watchdog.tracker")
+Stalled = _from("Stalled", "watchdog.core.transitions", "watchdog.transitions")
 
 Plan = dict[str, list[tuple[float, bytes]]]
 CASES: dict[str, Callable[[], Any]] = {}

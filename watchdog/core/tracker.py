@@ -107,6 +107,7 @@ BLOCKED = frozenset({Phase.BLOCKED, Phase.BLOCKED_REPLYING})
 PHASE_STATE = {
     phase: PromptState.BLOCKED if phase in BLOCKED else PromptState(phase.value) for phase in Phase
 }
+_NO_PHASES = dict.fromkeys(Phase, 0)  # copied for each session: iterating an enum is slow
 _LATER_ONLY = (ReplyActivity, Heartbeat, StreamConnected, Ignored, Malformed, SessionSeen)
 
 
@@ -217,10 +218,12 @@ class _Session:
     waiting: set[str] = field(default_factory=set)  # ... and in its sub-agents: what it waits on
     blocked_since: float | None = None
     prompts: list[_Prompt] = field(default_factory=list)  # pending, in order of acceptance
+    by_id: dict[str, _Prompt] = field(default_factory=dict)  # the same, by message id
+    in_phase: dict[Phase, int] = field(default_factory=_NO_PHASES.copy)
     turn: _Turn | None = None  # the running turn
     # (message id, time.created) of prompts that ended: a stream that repeats an old admission
     # must not make a new prompt of it, while a repeated messageID (a new time) still does.
-    ended: OrderedDict[tuple[str, float | None], None] = field(default_factory=OrderedDict)
+    ended: OrderedDict[tuple[str, float | None], None] | None = None  # made when one ends
     # The newest server time of a prompt that ended here: a REST read's older user messages are
     # history (OpenCode answers the latest), never prompts to track again once forgotten.
     ended_before: float = -math.inf
@@ -230,9 +233,7 @@ class _Session:
     stalled: int = 0  # pending prompts with a firing stall
     last_outcome: Outcome | None = None
     last_outcome_at: float | None = None  # monotonic
-    history: deque[tuple[SessionState, float]] = field(
-        default_factory=lambda: deque(maxlen=HISTORY_PER_SESSION)
-    )
+    history: deque[tuple[SessionState, float]] | None = None  # made at its first change
 
 
 class Tracker:
@@ -332,7 +333,8 @@ class Tracker:
                         else wall - (now - session.last_outcome_at)
                     ),
                     history=tuple(
-                        StateChange(state, wall - (now - since)) for state, since in session.history
+                        StateChange(state, wall - (now - since))
+                        for state, since in session.history or ()
                     ),
                 )
             )
@@ -523,6 +525,9 @@ class Tracker:
 
     def _set_phase(self, p: _Prompt, phase: Phase) -> None:
         self._counts[_state(p)] -= 1
+        in_phase = self._sessions[p.ref.session_id].in_phase
+        in_phase[p.phase] -= 1
+        in_phase[phase] += 1
         p.phase = phase
         self._counts[_state(p)] += 1
 
@@ -607,7 +612,9 @@ class Tracker:
                 )
             )
         self._counts[_state(p)] -= 1
+        session.in_phase[p.phase] -= 1
         session.prompts.remove(p)
+        del session.by_id[p.id]
         p.live = False
         self._pending -= 1
         self._deadlines.discard(p)
@@ -624,6 +631,8 @@ class Tracker:
                 reason=reason,
             )
         )
+        if session.ended is None:
+            session.ended = OrderedDict()
         session.ended[(p.id, p.created_at)] = None
         if p.created_at is not None:
             session.ended_before = max(session.ended_before, p.created_at)
@@ -631,7 +640,7 @@ class Tracker:
             session.ended.popitem(last=False)
         session.last_outcome, session.last_outcome_at = outcome, self._now
         self._note_if_idle(session)
-        if not any(q.phase in STARTED for q in session.prompts) and session.run not in (
+        if not _started(session) and session.run not in (
             SessionRun.IDLE,
             None,
         ):
@@ -674,15 +683,17 @@ class Tracker:
     def _admit(self, event: PromptAdmitted, out: list[Transition]) -> None:
         session = self._session(event.session_id)
         mid = event.message_id
-        if any(p.id == mid for p in session.prompts):
+        if mid in session.by_id:
             return  # re-sent, or a repeated messageID folded into the same pending prompt
-        if (mid, event.created_at) in session.ended:
+        if session.ended is not None and (mid, event.created_at) in session.ended:
             return  # a re-send of a message whose reply we already saw
         accepted = self._accepted(event.created_at, event.origin)
-        for earlier in list(session.prompts):
-            if earlier.phase is Phase.AWAITING_TURN and accepted - earlier.accepted >= NO_TURN_GAP:
-                self._signal(earlier, Signal.LATER, out)
-        if any(p.phase in STARTED for p in session.prompts):
+        if session.in_phase[Phase.AWAITING_TURN]:
+            for earlier in list(session.prompts):
+                gap = accepted - earlier.accepted
+                if earlier.phase is Phase.AWAITING_TURN and gap >= NO_TURN_GAP:
+                    self._signal(earlier, Signal.LATER, out)
+        if _started(session):
             phase = Phase.QUEUED  # behind the turn that runs; its own comes after
         elif session.run in (SessionRun.BUSY, SessionRun.RETRY):
             phase = Phase.WAITING  # stored into a running loop (`/shell`: busy comes first)
@@ -705,6 +716,8 @@ class Tracker:
             clock_start=accepted if phase is Phase.WAITING else None,
         )
         session.prompts.append(p)
+        session.by_id[mid] = p
+        session.in_phase[phase] += 1
         self._counts[_state(p)] += 1
         self._by_age.schedule(p, accepted)
         self._pending += 1
@@ -739,7 +752,7 @@ class Tracker:
         session = self._sessions.get(event.session_id)
         if session is None:
             return
-        p = next((q for q in session.prompts if q.id == event.parent_id), None)
+        p = session.by_id.get(event.parent_id)
         if p is None:
             return  # a reply to a prompt we never saw accepted
         turn = p.turn
@@ -813,7 +826,7 @@ class Tracker:
             return
         turn = self._reply_turn.get(event.message_id)
         if turn is None:
-            p = next((q for q in session.prompts if q.id == event.parent_id), None)
+            p = session.by_id.get(event.parent_id)
             if p is None:
                 return
             if p.turn is None or event.message_id not in p.turn.done:
@@ -1007,19 +1020,19 @@ class Tracker:
             produced = any(r.has_content for r in ps.replies)
             ending = _ending(last.finish, last.error, produced=produced) if last else None
             done = last is not None and last.completed and ending is not None
-            p = next((q for q in session.prompts if q.id == ps.message_id), None)
+            p = session.by_id.get(ps.message_id)
             if p is None:
                 if done or not running:
                     continue  # ended while we were not looking, or nothing says it still runs
-                if (ps.message_id, ps.created_at) in session.ended or (
-                    ps.created_at is not None and ps.created_at <= session.ended_before
-                ):
+                if (
+                    session.ended is not None and (ps.message_id, ps.created_at) in session.ended
+                ) or (ps.created_at is not None and ps.created_at <= session.ended_before):
                     continue  # it ended on the stream (maybe after the read began)
                 admitted = PromptAdmitted(
                     snap.session_id, ps.message_id, ps.created_at, snap.directory, Origin.RECONCILED
                 )
                 self._admit(admitted, out)
-                p = next((q for q in session.prompts if q.id == ps.message_id), None)
+                p = session.by_id.get(ps.message_id)
                 if p is None:
                     continue
             self._adopt_replies(session, ps.replies, p, out)
@@ -1099,33 +1112,34 @@ class Tracker:
 
     def _touch(self, event: Event, out: list[Transition]) -> None:
         """Note the sessions whose deadlines ``event`` may have moved earlier."""
+        mine: set[str] = set()
         session_id = getattr(event, "session_id", None)
         if isinstance(session_id, str):
-            self._touched.update(s.id for s in self._lineage(session_id))
+            mine.update(s.id for s in self._lineage(session_id))
         message_id = getattr(event, "message_id", None)
         if isinstance(message_id, str) and (turn := self._reply_turn.get(message_id)):
-            self._touched.add(turn.session.id)
-        self._after(out)
+            mine.add(turn.session.id)
+        self._after(out, mine)
 
-    def _after(self, out: list[Transition]) -> None:
-        """Bookkeeping for the sessions ``out`` concerns: deadlines, idle order, history."""
-        seen: set[str] = set()
-        for t in out:
-            sid = t.prompt.session_id
-            if sid in seen:
-                continue
-            seen.add(sid)
-            self._touched.add(sid)
+    def _after(self, out: list[Transition], mine: set[str] | None = None) -> None:
+        """Bookkeeping for the sessions this event or tick concerns (``mine``, and those of
+        ``out``): deadlines to recompute, the idle order, the state history. Only these: a batch
+        of events must not cost the square of its sessions."""
+        concerned = mine if mine is not None else set()
+        concerned.update(t.prompt.session_id for t in out)
+        self._touched |= concerned
+        for sid in concerned:
             if (session := self._sessions.get(sid)) is not None:
                 self._note_if_idle(session)  # whichever way its prompts ended
-        for sid in self._touched:
-            if (session := self._sessions.get(sid)) is not None:
                 self._note_state(session)
 
     def _note_state(self, session: _Session) -> None:
         state = self._session_state(session)
-        if not session.history or session.history[-1][0] is not state:
-            session.history.append((state, self._now))
+        if session.history is None:
+            session.history = deque(maxlen=HISTORY_PER_SESSION)
+        elif session.history[-1][0] is state:
+            return
+        session.history.append((state, self._now))
 
     def _session_state(self, session: _Session) -> SessionState:
         if session.stalled:
@@ -1220,6 +1234,12 @@ class Tracker:
             if self._is_pending(p):
                 self.evicted_prompts += 1
                 self._signal(p, Signal.EVICTED, out, ending=Outcome.EVICTED, reason=why)
+
+
+def _started(session: _Session) -> bool:
+    """Whether a prompt of the session is in its turn."""
+    in_phase = session.in_phase
+    return any(in_phase[phase] for phase in STARTED)
 
 
 def _state(p: _Prompt) -> PromptState:

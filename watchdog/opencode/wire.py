@@ -30,14 +30,20 @@ def parse_json(data: str | bytes) -> object:
     The stdlib parser raises ``RecursionError`` on deep nesting (100 000 ``[``) and accepts
     ``NaN``/``Infinity``, which are not JSON; both become ``ValueError`` here.
     """
+    if isinstance(data, bytes):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads does
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return _DECODER.decode(data)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every event: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 # Counts beyond this are no token counts (a float cannot even hold them exactly).
