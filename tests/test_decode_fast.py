@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.conftest import FIXTURES
 from tests.test_fuzz import JSON_VALUES, mutate
 from watchdog.core.events import Malformed, PartKind, ReplyActivity
-from watchdog.opencode.v1 import Decoded, decode_event, decode_line, decode_typed
+from watchdog.opencode.v1 import Decoded, V1Stream, decode_event, decode_line, decode_typed
 from watchdog.opencode.wire import parse_json
 
 GLOBAL_LINES = [
@@ -130,3 +130,46 @@ def test_a_delta_orjson_refuses_still_counts_as_activity() -> None:
     assert decoded == in_full(data, directory_scoped=False)
     assert decoded is not None
     assert decoded.event == ReplyActivity("ses_1", "msg_1", PartKind.CONTENT)
+
+
+def _shuffled(value: Any, rnd: Any) -> Any:
+    """The same JSON value with every object's keys in another order."""
+    if isinstance(value, dict):
+        keys = list(value)
+        rnd.shuffle(keys)
+        return {k: _shuffled(value[k], rnd) for k in keys}
+    if isinstance(value, list):
+        return [_shuffled(v, rnd) for v in value]
+    return value
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.sampled_from(GLOBAL_LINES),
+    rnd=st.randoms(use_true_random=False),
+    escape_ids=st.booleans(),
+    ascii_only=st.booleans(),
+    text=st.text(max_size=20),
+)
+def test_generated_variants_decode_as_in_full(
+    line: str, rnd: Any, escape_ids: bool, ascii_only: bool, text: str
+) -> None:
+    """The live wire format's shortcuts (sync by prefix, deltas and the rest through orjson)
+    against the full parse, on variants of every captured line: keys in another order, ids
+    written with escapes, unicode in the delta text and the directory, \\u-escaped or not."""
+    obj = json.loads(line)
+    payload = obj.get("payload")
+    if isinstance(payload, dict) and isinstance(payload.get("properties"), dict):
+        props = payload["properties"]
+        if "delta" in props:
+            props["delta"] = text + str(props["delta"])
+    if "directory" in obj:
+        obj["directory"] = f"/home/{text}/proj"
+    data = json.dumps(_shuffled(obj, rnd), separators=(",", ":"), ensure_ascii=ascii_only)
+    if escape_ids:
+        for prefix in ("ses_", "msg_", "evt_"):
+            data = data.replace(f'"{prefix}', f'"\\u00{ord(prefix[0]):02x}{prefix[1:]}')
+    full = in_full(data, directory_scoped=False)
+    got = V1Stream(directory_scoped=False).decode(data, 1_795_596_579.0)
+    assert (got and (got.type, got.event)) == (full and (full.type, full.event))
+    assert decode_line(data, directory_scoped=False) == full

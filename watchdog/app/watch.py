@@ -147,11 +147,16 @@ class ServerWatch:
 
         One clock read and at most one timer reschedule per network read. Liveness counts events
         that decode, not bytes: a server sending only garbage, a line that never ends or events
-        over the size cap is as dead as a silent one.
+        over the size cap is as dead as a silent one. The liveness deadline moves on at most every
+        tenth of the window (moving a timer costs more than reading an event), so the window is
+        between the liveness timeout and a tenth more.
         """
+        liveness = self._liveness
+        step = min(1.0, liveness / 10) if liveness is not None else 0.0
         with anyio.CancelScope() as silence:
-            if self._liveness is not None:
-                silence.deadline = anyio.current_time() + self._liveness
+            moved = anyio.current_time()
+            if liveness is not None:
+                silence.deadline = moved + liveness
             async with self.source.connect() as batches:
                 self.status.path = self.source.path.value
                 self.core.wire = V1Stream(directory_scoped=self.source.path is StreamPath.DIRECTORY)
@@ -167,8 +172,11 @@ class ServerWatch:
                     self._metrics.count_events(self.name, self.core.take_counts())
                     if earlier:
                         self._reschedule()
-                    if alive and self._liveness is not None:
-                        silence.deadline = anyio.current_time() + self._liveness
+                    if alive and liveness is not None:
+                        at = anyio.current_time()
+                        if at - moved >= step:
+                            moved = at
+                            silence.deadline = at + liveness
         if silence.cancelled_caught:
             raise SilentError(
                 f"no data within the liveness window of {self._liveness:g} s"

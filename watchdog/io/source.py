@@ -14,6 +14,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from watchdog.io.chunked import ChunkedError, body_reader
 from watchdog.io.httperrors import failure_cause
 from watchdog.io.sse import DEFAULT_MAX_EVENT_BYTES, Oversized, SSESplitter
 from watchdog.opencode.wire import parse_json
@@ -136,7 +137,10 @@ class EventSource:
                         f"{url} answered {content_type or 'no content type'}, not an event stream"
                     )
                 _refuse_compressed(response, url)
-                yield _batches(response.aiter_bytes(), url, SSESplitter(self.max_event_bytes))
+                # Many chunks per network read when the connection allows it (io/chunked.py),
+                # else through httpx, a chunk at a time.
+                body = body_reader(response) or response.aiter_raw()
+                yield _batches(body, url, SSESplitter(self.max_event_bytes))
         except StreamError:
             raise
         except httpx.HTTPError as exc:
@@ -237,6 +241,8 @@ async def _batches(
             yield batch
     except httpx.HTTPError as exc:
         raise _translate(exc, url) from None
+    except ChunkedError as exc:
+        raise ClosedError(f"{url}: broken chunked framing ({exc})") from None
     raise ClosedError(f"{url}: the server closed the stream")
 
 

@@ -40,7 +40,7 @@ from watchdog.opencode.wire import (
     field_obj,
     field_str,
     opt_str,
-    parse_json,
+    parse_event,
     wire_ms,
 )
 
@@ -117,6 +117,11 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
         return Decoded(
             delta[2].event, DELTA, delta_id if isinstance(delta_id, str) else None, delta[1]
         )
+    return _decode_general(data, directory_scoped)
+
+
+def _decode_general(data: str, directory_scoped: bool) -> Decoded | None:
+    """The full parse and decode of a line past the shortcuts; never raises."""
     try:
         return _decode_line(data, directory_scoped=directory_scoped)
     except Exception:  # last resort: a decoder bug must cost one event, never the stream
@@ -125,7 +130,7 @@ def decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
 
 def _decode_line(data: str, *, directory_scoped: bool) -> Decoded | None:
     try:
-        obj = parse_json(data)
+        obj = parse_event(data)
     except ValueError:
         return Decoded(Malformed(type="?", reason="invalid JSON"), "?")
     if not isinstance(obj, dict):
@@ -167,7 +172,7 @@ class V1Stream:
             return None
         if _DELTA_MARK in data and (delta := _delta_payload(data, scoped)) is not None:
             return delta[2]
-        decoded = decode_line(data, directory_scoped=scoped)
+        decoded = _decode_general(data, scoped)
         if decoded is None:
             return None
         event = decoded.event

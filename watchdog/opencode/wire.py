@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 # Error messages go into alerts: long enough for a cause, short enough for a phone's notification.
 MAX_ERROR_MESSAGE = 300
 
@@ -44,6 +46,18 @@ def _reject_constant(name: str) -> object:
 
 # One decoder for every event: json.loads with an option builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_event(data: str) -> object:
+    """``parse_json`` for a stream event, faster: orjson first (a third of json's time), json for
+    whatever orjson refuses (a lone surrogate from an emoji split between two deltas, an integer
+    beyond 64 bits, nesting over 1 024), so what is JSON reads as json reads it. Where orjson
+    differs on a valid document, it reads a huge integer as a float: no field the decoders read
+    tells them apart (both are no usable time or count)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return parse_json(data)
 
 
 # Counts beyond this are no token counts (a float cannot even hold them exactly).

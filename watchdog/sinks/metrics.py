@@ -67,11 +67,8 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         # process_cpu_seconds_total, process_resident_memory_bytes, open fds...: the daemon's own.
         ProcessCollector(registry=registry)
-        self._event_types: set[str] = set()
-        self._event_type_cap = event_type_cap
         # `.labels()` takes a lock and builds a key on every call; children are looked up once.
         self._children: dict[tuple[object, tuple[str, ...]], object] = {}
-        self._event_children: dict[tuple[str, str], Counter] = {}
         self.prompts_accepted = Counter(
             "opencode_watchdog_prompts_accepted",
             "Prompts (user messages) the server accepted.",
@@ -104,12 +101,10 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self.events = Counter(
-            "opencode_watchdog_events",
-            "Events received from the servers' streams, by type (rare types beyond a cap count as other).",
-            ["server", "type"],
-            registry=registry,
-        )
+        # Counted per network read into plain dicts and read at scrape time: a Prometheus child's
+        # lock and key on every event cost more than the event's own decoding.
+        self.events = _EventCounts(event_type_cap)
+        registry.register(self.events)
         self.malformed_events = Counter(
             "opencode_watchdog_malformed_events",
             "Events that could not be decoded.",
@@ -144,23 +139,12 @@ class Metrics:
 
     def count_event(self, server: str, event_type: str, n: int = 1) -> None:
         """Count one received event; types past the cap share the label ``other``."""
-        child = self._event_children.get((server, event_type))
-        if child is None:
-            label = event_type
-            if label not in self._event_types:
-                if len(self._event_types) >= self._event_type_cap:
-                    label = OTHER_TYPE
-                else:
-                    self._event_types.add(label)
-            child = self.events.labels(server=server, type=label)
-            if label == event_type:  # bounded: at most cap types per server
-                self._event_children[(server, event_type)] = child
-        child.inc(n)
+        self.events.add(server, {event_type: n})
 
     def count_events(self, server: str, types: dict[str, int]) -> None:
         """Count several received events at once: ``{type: how many}``."""
-        for event_type, n in types.items():
-            self.count_event(server, event_type, n)
+        if types:
+            self.events.add(server, types)
 
     def _child(self, family: _Family, *labels: str) -> _Family:
         key = (family, labels)
@@ -194,6 +178,44 @@ class Metrics:
                 self._child(self.reply_duration, server, outcome.value).observe(duration)
             case Resolved():
                 pass
+
+
+class _EventCounts(Collector):
+    """``opencode_watchdog_events_total{server,type}``, kept as running totals in dicts.
+
+    At most ``cap`` distinct types (over all servers) get a label of their own; the rest count
+    as ``other``, so a server inventing types cannot grow the series without bound.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._types: set[str] = set()
+        self._totals: dict[str, dict[str, int]] = {}
+
+    def add(self, server: str, counts: dict[str, int]) -> None:
+        totals = self._totals.get(server)
+        if totals is None:
+            totals = self._totals[server] = {}
+        types = self._types
+        for event_type, n in counts.items():
+            label = event_type
+            if label not in types:
+                if len(types) >= self._cap:
+                    label = OTHER_TYPE
+                else:
+                    types.add(label)
+            totals[label] = totals.get(label, 0) + n
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "opencode_watchdog_events",
+            "Events received from the servers' streams, by type (rare types beyond a cap count as other).",
+            labels=["server", "type"],
+        )
+        for server, totals in list(self._totals.items()):
+            for event_type, n in list(totals.items()):
+                family.add_metric([server, event_type], n)
+        yield family
 
 
 class _StateCollector(Collector):
