@@ -27,7 +27,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CASES = ["ingest", "busy_host", "scale_admit", "stalls_queued", "stalls_sessions", "many_servers"]
+CASES = [
+    "ingest",
+    "busy_host",
+    "real_steady",
+    "real_burst",
+    "scale_admit",
+    "stalls_queued",
+    "stalls_sessions",
+    "many_servers",
+]
 
 # (case, key, label, unit, goal, lower is better)
 ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
@@ -37,6 +46,19 @@ ROWS: list[tuple[str, str, str, str, float | None, bool]] = [
     ("ingest", "floor_events_per_s", "ingest: floor events/s", "/s", None, False),
     ("ingest", "rate_vs_floor", "ingest: rate vs floor", "x", 1.0, False),
     ("busy_host", "cpu_percent", "5 000 events/s: CPU", "% core", 5.0, True),
+    ("real_steady", "cpu_us_per_line", "real mix, 5 000 lines/s: CPU per line", "µs", None, True),
+    (
+        "real_steady",
+        "floor_cpu_us_per_line",
+        "real mix, 5 000/s: floor CPU per line",
+        "µs",
+        None,
+        True,
+    ),
+    ("real_steady", "cpu_vs_floor", "real mix, 5 000/s: CPU vs floor", "x", 1.0, True),
+    ("real_burst", "lines_per_s", "real mix burst: lines/s", "/s", None, False),
+    ("real_burst", "floor_lines_per_s", "real mix burst: floor lines/s", "/s", None, False),
+    ("real_burst", "rate_vs_floor", "real mix burst: rate vs floor", "x", 1.0, False),
     ("busy_host", "floor_cpu_percent", "5 000 events/s: floor CPU", "% core", None, True),
     ("scale_admit", "admit_s", "admit 10 000 pending", "s", 2.0, True),
     ("scale_admit", "idle_sessions_s", "then 100 000 idle sessions", "s", None, True),

@@ -21,9 +21,11 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 from httpx_sse import aconnect_sse
 
@@ -52,7 +54,8 @@ Timeouts = _from("Timeouts", "watchdog.core.settings", "watchdog.tracker")
 Tracker = _from("Tracker", "watchdog.core.tracker", "watchdog.tracker")
 Stalled = _from("Stalled", "watchdog.core.transitions", "watchdog.transitions")
 
-Plan = dict[str, list[tuple[float, bytes]]]
+Segment = tuple[float, bytes | list[bytes]]
+Plan = dict[str, list[Segment]]
 CASES: dict[str, Callable[[], Any]] = {}
 
 
@@ -84,12 +87,18 @@ def serving(plan: Plan) -> Any:
 
 def paced(
     lines: list[bytes], rate: float, *, tick: float = 0.01, start: float = 0.0
-) -> list[tuple[float, bytes]]:
+) -> list[Segment]:
     """Send ``lines`` at ``rate`` lines/s, in one segment per ``tick``."""
     per = max(1, round(rate * tick))
     return [
         (start + i / per * tick, b"".join(lines[i : i + per])) for i in range(0, len(lines), per)
     ]
+
+
+def paced_events(lines: list[bytes], rate: float, *, tick: float = 0.002) -> list[Segment]:
+    """``paced``, but each event its own HTTP chunk, as Bun writes them."""
+    per = max(1, round(rate * tick))
+    return [(i / per * tick, lines[i : i + per]) for i in range(0, len(lines), per)]
 
 
 def quiet_logs() -> None:
@@ -220,7 +229,7 @@ async def _daemon_once(base: str, events: int) -> tuple[float, float]:
 @case
 async def ingest() -> dict[str, Any]:
     lines, mix = synth.busy_reply_stream(INGEST_LINES)
-    plan = {"": [(0.0, b"".join(lines))]}
+    plan: Plan = {"": [(0.0, b"".join(lines))]}
     floors, daemons = [], []
     for _ in range(REPEATS):
         with serving(plan) as base:
@@ -320,7 +329,7 @@ async def scale_admit() -> dict[str, Any]:
     prompts = _pending_lines(ids, PENDING_SESSIONS, PENDING // PENDING_SESSIONS)
     # The pending prompts first: their 200 sessions are then the least recently active ones,
     # which the session limit must look past for each of the 100 000 idle sessions.
-    plan = {"": [(0.0, b"".join(prompts)), (0.0, b"".join(idle))]}
+    plan: Plan = {"": [(0.0, b"".join(prompts)), (0.0, b"".join(idle))]}
     total = len(prompts) + len(idle) + 1
     result: dict[str, Any] = {}
     with serving(plan) as base:
@@ -539,6 +548,153 @@ async def _floor_many(base: str, plan: Plan) -> tuple[float, float]:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             await go(base)
         return time.perf_counter() - wall0, time.process_time() - cpu0
+
+
+# -- 7. the real mix, the real daemon process: CPU from /proc ---------------------------------------
+
+REAL_RATE = 5000  # lines a second, as in the issue's measurement
+REAL_TIMEOUTS = ("--first-response-timeout", "3600s", "--inactivity-timeout", "3600s")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415 - only these cases need it
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def daemon_process(base: str) -> Any:
+    """`opencode-watchdog run` (this checkout's or the ref's: the case runs in its directory)
+    watching ``base``, logs to /dev/null; yields (process, its endpoint's URL)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchdog", "run", "--server", base, "--listen", f"127.0.0.1:{port}",
+         "--log-format", "json", *REAL_TIMEOUTS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _events_counted(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("opencode_watchdog_events_total{")
+    )
+
+
+async def _daemon_reads(stream: Any, plan: Plan, expected_seconds: float) -> dict[str, float]:
+    """The daemon process reads the plan: its CPU (from /proc) and wall from go to the last line."""
+    with serving(plan) as base, daemon_process(base) as (proc, url):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            up = await wait_until_async(lambda: _healthy(client), 30)
+            assert up, "the daemon did not come up"
+            await anyio.sleep(0.5)  # its reconcile after connecting
+            cpu0, wall0 = _proc_cpu(proc.pid), time.perf_counter()
+            await go(base)
+            await anyio.sleep(max(0.0, expected_seconds - 0.5))
+            # A few scrapes at the end only: each costs the daemon some CPU too.
+            while await _events_counted(client) < stream.events + 1:
+                await anyio.sleep(0.05)
+            wall, cpu = time.perf_counter() - wall0, _proc_cpu(proc.pid) - cpu0
+    return {"wall": wall, "cpu": cpu}
+
+
+async def _healthy(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def wait_until_async(pred: Callable[[], Any], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while not await pred():
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.05)
+    return True
+
+
+async def _floor_reads(stream: Any, plan: Plan) -> dict[str, float]:
+    """The floor process reads the plan: its CPU (from /proc) and wall from go to the last line."""
+    with serving(plan) as base:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started before anything is measured
+            [sys.executable, "-m", "bench.floor", f"{base}/global/event", str(len(stream.lines))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert ready.strip() == "ready"
+            cpu0, wall0 = _proc_cpu(proc.pid), time.perf_counter()
+            await go(base)
+            done = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert done.strip() == "done"
+            wall, cpu = time.perf_counter() - wall0, _proc_cpu(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return {"wall": wall, "cpu": cpu}
+
+
+@case
+async def real_steady() -> dict[str, Any]:
+    """5 000 lines a second of the real captures' mix (400 sessions, deltas x8, about 8 s), one
+    HTTP chunk per event as Bun sends them: CPU per line of the daemon process against the
+    floor, both read from /proc."""
+    from bench import real  # noqa: PLC0415 - only these cases need it
+
+    stream = real.busy_server()
+    plan: Plan = {"": paced_events(stream.lines, REAL_RATE)}
+    floor = await _floor_reads(stream, plan)
+    daemon = await _daemon_reads(stream, plan, len(stream.lines) / REAL_RATE)
+    per = len(stream.lines)
+    return {
+        "lines": per,
+        "cpu_us_per_line": round(daemon["cpu"] / per * 1e6, 2),
+        "floor_cpu_us_per_line": round(floor["cpu"] / per * 1e6, 2),
+        "cpu_vs_floor": round(daemon["cpu"] / floor["cpu"], 2),
+        "cpu_percent": round(100 * daemon["cpu"] / daemon["wall"], 1),
+        "floor_cpu_percent": round(100 * floor["cpu"] / floor["wall"], 1),
+    }
+
+
+@case
+async def real_burst() -> dict[str, Any]:
+    """The whole real-mix stream (400 sessions, deltas x8) as fast as it can be read."""
+    from bench import real  # noqa: PLC0415 - only these cases need it
+
+    stream = real.busy_server()
+    plan: Plan = {"": [(0.0, stream.lines)]}  # one HTTP chunk per event, all at once
+    floor = await _floor_reads(stream, plan)
+    daemon = await _daemon_reads(stream, plan, 0.5)
+    n = len(stream.lines)
+    return {
+        "lines": n,
+        "deltas_share": round(stream.deltas / n, 3),
+        "sync_share": round(stream.syncs / n, 3),
+        "lines_per_s": round(n / daemon["wall"]),
+        "floor_lines_per_s": round(n / floor["wall"]),
+        "rate_vs_floor": round(floor["wall"] / daemon["wall"], 2),
+        "cpu_us_per_line": round(daemon["cpu"] / n * 1e6, 2),
+        "floor_cpu_us_per_line": round(floor["cpu"] / n * 1e6, 2),
+    }
 
 
 def main() -> None:

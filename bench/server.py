@@ -3,7 +3,8 @@
 Usage: ``python -m bench.server PLAN.pickle``; prints the port, then serves until killed.
 The plan maps a path prefix ("" or "/s3") to a list of ``(seconds, bytes)`` segments. A stream
 sends ``server.connected`` at once and the segments once ``GET /go`` has been called, each at its
-offset from that moment; then it stays open. REST reads get empty answers.
+offset from that moment; then it stays open. REST reads get empty answers. A segment given as a
+list of events is sent one HTTP chunk per event, as Bun (OpenCode's runtime) sends them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import pickle
 import sys
 import time
 
-Plan = dict[str, list[tuple[float, bytes]]]
+Plan = dict[str, list[tuple[float, bytes | list[bytes]]]]
 CONNECTED = b'data: {"payload":{"id":"evt_0","type":"server.connected","properties":{}}}\n\n'
 
 
 class Server:
-    def __init__(self, plan: dict[str, list[tuple[float, bytes]]]) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.go = asyncio.Event()
         self.go_at = 0.0
@@ -52,7 +53,7 @@ class Server:
         writer.close()
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, segments: list[tuple[float, bytes]]
+        self, writer: asyncio.StreamWriter, segments: list[tuple[float, bytes | list[bytes]]]
     ) -> None:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -75,7 +76,10 @@ class Server:
             writer.close()
 
     @staticmethod
-    def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    def _chunk(writer: asyncio.StreamWriter, data: bytes | list[bytes]) -> None:
+        if isinstance(data, list):
+            writer.write(b"".join(b"%x\r\n%b\r\n" % (len(event), event) for event in data))
+            return
         # Bun (OpenCode's runtime) sends chunked bodies; big segments go out in 64 KiB chunks.
         for i in range(0, len(data), 65536):
             piece = data[i : i + 65536]
