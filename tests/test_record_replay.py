@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import pytest
 from tests.conftest import FIXTURES, VERSIONS, capture, wait_for
 from watchdog.app.config import Config, RawOptions, load
 from watchdog.app.daemon import Daemon
-from watchdog.app.replay import analyse, read_file, read_recording, replay_files
+from watchdog.app.replay import analyse, read_file, read_recording, replay, replay_files
+from watchdog.core.server import ServerCore
 from watchdog.core.settings import ServerConfig, Timeouts
+from watchdog.core.transitions import Stalled, Transition
 from watchdog.io.record import Recorder
 from watchdog.opencode.strip import strip_text
-from watchdog.opencode.v1 import decode_line
+from watchdog.opencode.v1 import PROBE_TITLE, V1Stream, decode_line
 
 NORMAL = FIXTURES / "1.18.33" / "normal.global-event.sse"
 HANG_MID = FIXTURES / "1.18.33" / "hang-mid.global-event.sse"
@@ -284,3 +287,112 @@ def test_a_hostile_event_is_recorded_as_unreadable_never_raised(tmp_path: Path, 
     assert first["raw"] is None
     assert "data" not in first
     assert second["data"] == {"payload": {"type": "server.heartbeat"}}
+
+
+def _line(payload: dict[str, object]) -> str:
+    return json.dumps({"directory": "/w", "project": "global", "payload": payload})
+
+
+def _story() -> list[str]:
+    """A probe session (the admission probe's own, by its title) and a real one, both with a
+    prompt that hangs; the server's clock runs 2 s behind ours."""
+    now_ms = int(time.time() * 1000) - 2000
+    events: list[str] = [json.dumps({"payload": {"type": "server.connected", "properties": {}}})]
+    for session, title, message in (
+        ("ses_probe", PROBE_TITLE, "msg_probe"),
+        ("ses_real", "a title", "msg_real"),
+    ):
+        info = {"id": session, "title": title, "directory": "/w", "time": {"created": now_ms}}
+        user = {"id": message, "sessionID": session, "role": "user", "time": {"created": now_ms}}
+        events += [
+            _line({"type": "session.created", "properties": {"sessionID": session, "info": info}}),
+            _line({"type": "message.updated", "properties": {"sessionID": session, "info": user}}),
+            _line(
+                {
+                    "type": "session.status",
+                    "properties": {"sessionID": session, "status": {"type": "busy"}},
+                }
+            ),
+        ]
+    return events
+
+
+def _story_server(events: list[str]) -> httpx.MockTransport:
+    async def hold() -> AsyncIterator[bytes]:
+        for data in events:
+            yield f"data: {data}\n\n".encode()
+        await anyio.sleep_forever()
+
+    busy = {"type": "busy"}
+    users = [json.loads(e)["payload"]["properties"] for e in events if '"role": "user"' in e]
+    messages = {
+        f"/session/{u['sessionID']}/message": [{"info": u["info"], "parts": []}] for u in users
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        # Its REST agrees with its stream: both sessions run.
+        if request.url.path == "/global/event":
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=hold()
+            )
+        if request.url.path == "/session/status":
+            return httpx.Response(200, json={"ses_probe": busy, "ses_real": busy})
+        return httpx.Response(200, json=messages.get(request.url.path, []))
+
+    return httpx.MockTransport(handler)
+
+
+def _what(transitions: list[Transition]) -> list[tuple[str, str | None, str]]:
+    return [
+        (
+            type(t).__name__,
+            t.prompt.message_id,
+            str(getattr(t, "kind", "") or getattr(t, "outcome", "")),
+        )
+        for t in transitions
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_recording_replays_to_what_the_live_daemon_reported(tmp_path: Path) -> None:
+    """The live daemon and `replay` of its recording run the same per-server core: the probe's
+    session stays out of both, the prompt is timed from the same clock samples, and the same
+    stall comes out of both for the same prompt."""
+    path = tmp_path / "rec.jsonl"
+    timeouts = Timeouts(first_response=0.3, inactivity=0.3, tool=10.0)
+    config = Config(
+        servers=(ServerConfig("laptop", "http://oc.test"),),
+        listen_port=0,
+        record=str(path),
+        timeouts=timeouts,
+    )
+    daemon = Daemon(config, transport=_story_server(_story()))
+    live: list[Transition] = []
+    dispatch = daemon.dispatch
+
+    def keep(transitions: list[Transition]) -> None:
+        live.extend(transitions)
+        dispatch(transitions)
+
+    daemon.dispatch = keep  # type: ignore[method-assign]  # the watches call it through self
+    for watch in daemon.watches:
+        watch._dispatch = keep
+    daemon.timers._dispatch = keep
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_for(
+            lambda: any(isinstance(t, Stalled) for t in live), "the live stall", timeout=30
+        )
+        tg.cancel_scope.cancel()
+    recording = list(read_recording(path.read_text().splitlines()))
+    core = ServerCore("laptop", V1Stream(directory_scoped=False), timeouts)
+    replayed = [t for _, t in replay(core, recording, until=recording[-1].now + 1.0)]
+    assert (
+        _what(live)
+        == _what(replayed)
+        == [
+            ("Accepted", "msg_real", ""),
+            ("Stalled", "msg_real", "no_response"),
+        ]
+    )
+    assert live[0].prompt.accepted_at == pytest.approx(replayed[0].prompt.accepted_at, abs=1e-3)
