@@ -26,7 +26,8 @@ import h11
 import httpcore
 import httpx
 
-READ_BYTES = 256 * 1024
+# About what the kernel holds of a busy stream at a time: a full read means more is waiting.
+READ_BYTES = 64 * 1024
 GATHER = 0.01  # seconds between reads of a busy stream: at most 100 reads a second
 MAX_CHUNK_LINE = 1024  # a chunk-size line is a few hex digits and maybe an extension
 
@@ -117,6 +118,7 @@ async def _read(network: Any, pending: bytes, closed: bool) -> AsyncIterator[byt
     dechunker = Dechunker()
     data = pending
     read_at = anyio.current_time()
+    busy = False
     while True:
         if data:
             content = dechunker.feed(data)
@@ -124,13 +126,15 @@ async def _read(network: Any, pending: bytes, closed: bool) -> AsyncIterator[byt
                 yield content
         if dechunker.done or closed:
             return
-        # A busy stream is read at most every GATHER seconds, so that each read takes in many
-        # events: the wait is less than a blink, the cost of a read is paid once for them all.
-        # A quiet stream (a heartbeat every 10 s) is read at once, and so is a backlog (the last
-        # read came back full).
-        wait = read_at + GATHER - anyio.current_time()
-        if wait > 0 and len(data) < READ_BYTES:
+        # A busy stream (the last read found data waiting) is read at most every GATHER seconds,
+        # so that each read takes in many events: the wait is less than a blink, and the cost of
+        # a read is paid once for them all. A stream whose reads wait for data is read at once (a
+        # wait would only add a timer), and so is a backlog (the last read came back full).
+        before = anyio.current_time()
+        wait = read_at + GATHER - before
+        if busy and wait > 0 and len(data) < READ_BYTES:
             await anyio.sleep(wait)
+            before = anyio.current_time()
         try:
             data = await network.read(READ_BYTES)
         except httpcore.TimeoutException as exc:
@@ -138,6 +142,7 @@ async def _read(network: Any, pending: bytes, closed: bool) -> AsyncIterator[byt
         except httpcore.NetworkError as exc:
             raise httpx.ReadError(str(exc)) from exc
         read_at = anyio.current_time()
+        busy = read_at - before < GATHER / 10  # it did not have to wait for the data
         if not data:
             return  # the server closed the connection
 
