@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 
+import anyio
+import httpx
+
 from tests.conftest import FIXTURES
 from watchdog.core.events import SessionSeen, StreamConnected
+from watchdog.io.probe import ProbeSessions, find_probe_sessions
+from watchdog.io.source import ServerApi
 from watchdog.opencode.v1 import PROBE_TITLE, decode_line
 from watchdog.opencode.v1_probe import (
     ErrorInfo,
@@ -85,3 +90,43 @@ def test_hostile_lines_are_not_for_the_probe_either() -> None:
     """Deep nesting and NaN never raise: the probe's reader skips them like any other line."""
     assert decode_probe_line("[" * 100_000 + "]" * 100_000, directory_scoped=True) is None
     assert decode_probe_line('{"type": "session.error", "x": NaN}', directory_scoped=True) is None
+
+
+def test_a_huge_or_odd_updated_time_is_no_time_not_an_error() -> None:
+    """A 400-digit ``time.updated`` once raised OverflowError (``float(updated)``): through
+    find_probe_sessions it stopped the reconcile of that connection, in the prober it left
+    probe_success at its last value. It is no usable time, as in the stream decoder."""
+    for updated in (10**400, -(10**400), float("nan"), float("inf"), True, "17"):
+        info = decode_session_info({"id": "ses_1", "title": "t", "time": {"updated": updated}})
+        assert info is not None
+        assert info.updated_at is None
+    found = decode_session_list(
+        [
+            {"id": "ses_huge", "title": PROBE_TITLE, "time": {"updated": 10**400}},
+            {"id": "ses_ok", "title": PROBE_TITLE, "time": {"updated": 1_700_000_000_000}},
+        ]
+    )
+    assert [(s.session_id, s.updated_at) for s in found] == [
+        ("ses_huge", None),
+        ("ses_ok", 1_700_000_000.0),
+    ]
+
+
+def test_find_probe_sessions_marks_probe_sessions_despite_a_huge_time() -> None:
+    """The REST read after a (re)connect runs find_probe_sessions first: a huge number there
+    must not raise out of it (it would stop that connection's reconcile)."""
+    body = json.dumps(
+        [{"id": "ses_probe", "title": PROBE_TITLE, "time": {"updated": 10**400}}]
+    ).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    sessions = ProbeSessions()
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            await find_probe_sessions(ServerApi(client, "http://oc.test"), [None], sessions)
+
+    anyio.run(main)
+    assert "ses_probe" in sessions

@@ -12,6 +12,7 @@ from watchdog.opencode.wire import (
     error_of,
     opt_str,
     parse_json,
+    wire_ms,
 )
 
 
@@ -68,12 +69,13 @@ def decode_session_info(body: object) -> SessionInfo | None:
     if session_id is None:
         return None
     time = body.get("time")
-    updated = time.get("updated") if isinstance(time, dict) else None
+    # The stream decoder's guarded numbers: a 400-digit or NaN time is no time, never an error.
+    updated = wire_ms(time.get("updated")) if isinstance(time, dict) else None
     return SessionInfo(
         session_id=session_id,
         title=opt_str(body, "title"),
         directory=opt_str(body, "directory"),
-        updated_at=float(updated) / 1000.0 if isinstance(updated, int | float) else None,
+        updated_at=None if updated is None else updated / 1000.0,
     )
 
 
