@@ -106,6 +106,16 @@ def parser() -> argparse.ArgumentParser:
         help="larger REST answers are skipped and counted (default 16MiB)",
     )
     run.add_argument(
+        "--max-pending-prompts",
+        metavar="N",
+        help="per server, prompts tracked at most: past it the oldest end evicted (default 10000)",
+    )
+    run.add_argument(
+        "--max-sessions",
+        metavar="N",
+        help="per server, sessions remembered at most: the least recently active go (default 10000)",
+    )
+    run.add_argument(
         "--ca-file",
         metavar="FILE",
         help="PEM CA bundle to verify https servers with (a private CA); per server: ca_file",
@@ -235,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe_shapes=args.probe_shape,
         record=args.record,
         record_text=args.record_text,
+        max_pending_prompts=args.max_pending_prompts,
+        max_sessions=args.max_sessions,
     )
     try:
         config = load(options, environ)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from watchdog.core.settings import (
     DEFAULT_USERNAME,
     ConfigError,
+    Limits,
     ProbeShape,
     ServerConfig,
     Timeouts,
@@ -70,6 +71,7 @@ class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9464
     timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)  # memory bounds of each server's tracker
     liveness_timeout: float = DEFAULT_LIVENESS
     webhooks: tuple[str, ...] = ()
     alertmanagers: tuple[str, ...] = ()
@@ -115,9 +117,13 @@ class RawOptions:
     probe_shapes: list[str] = field(default_factory=list)
     record: str | None = None
     record_text: bool = False
+    max_pending_prompts: str | None = None
+    max_sessions: str | None = None
 
 
 _FILE_KEYS = {
+    "max_pending_prompts",
+    "max_sessions",
     "web_config",
     "web",
     "ca_file",
@@ -200,7 +206,15 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
         s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
     )
     probe_found = pick(options.probe_interval, "probe_interval")
+    defaults_limits = Limits()
+    prompts_found = pick(options.max_pending_prompts, "max_pending_prompts")
+    sessions_found = pick(options.max_sessions, "max_sessions")
+    limits = Limits(
+        sessions=parse_limit(*sessions_found) if sessions_found else defaults_limits.sessions,
+        prompts=parse_limit(*prompts_found) if prompts_found else defaults_limits.prompts,
+    )
     return Config(
+        limits=limits,
         web=_web(options, environ, file, config_path),
         servers=servers,
         listen_host=host,
@@ -260,6 +274,28 @@ def parse_size(option: str, value: object) -> int:
             f"expected a size from 1KiB to 1GiB such as 1048576, 512KiB or 1MiB, got {value!r}",
         )
     return size
+
+
+MAX_LIMIT = 10_000_000
+
+
+def parse_limit(option: str, value: object) -> int:
+    """A count from 1 to 10 000 000 (``500``, ``"500"``)."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (
+        isinstance(value, str)
+        and value.strip().isascii()
+        and value.strip().isdigit()
+        and len(value.strip()) <= 9
+    ):
+        number = int(value.strip())
+    if number is None or not 1 <= number <= MAX_LIMIT:
+        raise ConfigError(
+            option, f"expected a whole number from 1 to {MAX_LIMIT} such as 1000, got {value!r}"
+        )
+    return number
 
 
 def _record_path(found: tuple[str, Any] | None) -> str | None:
@@ -370,6 +406,11 @@ def read_secret(option: str, path: object, *, warnings: list[str] | None = None)
         mode = file.stat().st_mode
     except OSError as exc:
         raise ConfigError(option, f"cannot read password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        # The position only: the bytes may be the secret itself.
+        raise ConfigError(
+            option, f"password file {path} is not UTF-8 text (byte {exc.start} cannot be read)"
+        ) from None
     if mode & stat.S_IROTH and warnings is not None:
         warnings.append(
             f"password file {path} is readable by every user; chmod 600 it (or 640 for a group)"
@@ -525,6 +566,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "--config", f"{path} is not UTF-8 text (byte {exc.start} cannot be read)"
+        ) from None
     unknown = set(data) - _FILE_KEYS
     if unknown:
         raise ConfigError(f"{path}: {sorted(unknown)[0]}", "unknown key")

@@ -165,7 +165,11 @@ class Daemon:
         self._warned: set[str] = set()
         self.probe_sessions: dict[str, ProbeSessions] = {}
         self.watches: list[ServerWatch] = [
-            self._watch(server, config.liveness_timeout, Tracker(server.name, config.timeouts))
+            self._watch(
+                server,
+                config.liveness_timeout,
+                Tracker(server.name, config.timeouts, config.limits),
+            )
             for server in config.servers
         ]
         self.alerting = self._alerting(config)
@@ -484,10 +488,21 @@ class Daemon:
         if self._reload is None or self._tg is None:
             log.warning("config.reload_skipped", reason="no config source to reload")
             return
+        # Everything is parsed and checked first (secrets, CA files, URLs); only a configuration
+        # that loaded whole is applied. Any failure keeps the running one.
         try:
             fresh = self._reload()
         except ConfigError as exc:
-            log.error("config.reload_failed", error=str(exc))
+            self.metrics.config_reload_failures.inc()
+            log.error("config.reload_failed", error=str(exc), kept="the running configuration")
+            return
+        except Exception as exc:  # a reload must never take the daemon down
+            self.metrics.config_reload_failures.inc()
+            log.error(
+                "config.reload_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                kept="the running configuration",
+            )
             return
         tg = self._tg
         self._warn_config(fresh)
@@ -505,7 +520,11 @@ class Daemon:
                 continue
             if old is not None:
                 self._stop_follower(server.name, tg)
-            tracker = old.tracker if old is not None else Tracker(server.name, fresh.timeouts)
+            tracker = (
+                old.tracker
+                if old is not None
+                else Tracker(server.name, fresh.timeouts, fresh.limits)
+            )
             watch = self._watch(server, fresh.liveness_timeout, tracker, fresh)
             watches.append(watch)
             tg.start_soon(self._follow, watch, self._followers[server.name])
@@ -517,6 +536,10 @@ class Daemon:
         self.watches[:] = watches
         for watch in self.watches:
             watch.tracker.set_timeouts(fresh.timeouts)
+            if watch.tracker.limits != fresh.limits:
+                self.dispatch(
+                    watch.tracker.set_limits(fresh.limits, self.monotonic(), self.clock())
+                )
         if (fresh.webhooks, fresh.alertmanagers) != (
             self.config.webhooks,
             self.config.alertmanagers,

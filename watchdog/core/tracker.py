@@ -369,6 +369,18 @@ class Tracker:
         self.timeouts = timeouts
         self._touched.update(sid for sid, s in self._sessions.items() if s.prompts)
 
+    def set_limits(self, limits: Limits, now: float, wall: float | None = None) -> list[Transition]:
+        """Apply new memory bounds (config reload) at once: past a lowered one, the oldest
+        prompts and least recently active sessions go as they would on arrival, each evicted
+        prompt ending with its stalls resolved."""
+        self._now, self._wall = now, now if wall is None else wall
+        out = self._out = []
+        self.limits = limits
+        self._enforce_prompt_limit(out)
+        self._enforce_session_limit(keep="")
+        self._after(out)
+        return out
+
     def tick(self, now: float, wall: float | None = None) -> list[Transition]:
         """Fire what has come due."""
         self._now, self._wall = now, now if wall is None else wall

@@ -135,6 +135,11 @@ class Metrics:
             ["task", "server"],
             registry=registry,
         )
+        self.config_reload_failures = Counter(
+            "opencode_watchdog_config_reload_failures",
+            "Reloads (SIGHUP) refused because the new configuration did not load; the old one runs on.",
+            registry=registry,
+        )
         registry.register(_StateCollector(snapshots))
 
     def count_event(self, server: str, event_type: str, n: int = 1) -> None:

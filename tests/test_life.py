@@ -1,0 +1,286 @@
+"""The daemon's own life never fakes, loses or strands an alert: limits, reloads, removed servers.
+
+In-process: the daemon is built from a real configuration, lines of OpenCode 1.x events are fed to
+its watches as the stream would, the timers are ticked by hand (no waiting), and a recording sink
+stands beside the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from watchdog.app.cli import main
+from watchdog.app.config import RawOptions, load
+from watchdog.app.daemon import Daemon
+from watchdog.core.settings import ConfigError, Limits
+from watchdog.core.transitions import Completed, Outcome, Resolved, Stalled, Transition
+
+pytestmark = pytest.mark.anyio
+
+DIRECTORY = "/srv/proj"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def event(kind: str, properties: dict[str, Any]) -> str:
+    """One line of `/global/event` as OpenCode 1.x sends it."""
+    return json.dumps({"directory": DIRECTORY, "payload": {"type": kind, "properties": properties}})
+
+
+def prompt(session: str, message: str, created_ms: int) -> list[str]:
+    """A user message stored, and its session's loop starting."""
+    return [
+        event(
+            "session.updated",
+            {"info": {"id": session, "directory": DIRECTORY, "title": "work"}},
+        ),
+        event(
+            "message.updated",
+            {
+                "sessionID": session,
+                "info": {
+                    "id": message,
+                    "role": "user",
+                    "sessionID": session,
+                    "time": {"created": created_ms},
+                },
+            },
+        ),
+        event("session.status", {"sessionID": session, "status": {"type": "busy"}}),
+    ]
+
+
+class Recording:
+    """A sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[Transition] = []
+
+    def emit(self, transition: Transition) -> None:
+        self.seen.append(transition)
+
+    def kinds(self) -> list[str]:
+        out = []
+        for t in self.seen:
+            if isinstance(t, Stalled | Resolved):
+                out.append(f"{type(t).__name__.lower()}:{t.kind.value}:{t.prompt.message_id}")
+            elif isinstance(t, Completed):
+                out.append(f"completed:{t.outcome.value}:{t.prompt.message_id}")
+        return out
+
+
+class Clock:
+    """The daemon's clocks, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.wall = 1_800_000_000.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += seconds
+
+
+def build(options: RawOptions, clock: Clock, **kwargs: Any) -> tuple[Daemon, Recording]:
+    config = load(options, {})
+    daemon = Daemon(
+        config,
+        clock=lambda: clock.wall,
+        monotonic=lambda: clock.now,
+        transport=httpx.MockTransport(lambda request: httpx.Response(503)),
+        **kwargs,
+    )
+    recording = Recording()
+    daemon.alerting.sinks.append(recording)
+    return daemon, recording
+
+
+def feed(daemon: Daemon, clock: Clock, lines: list[str], server: int = 0) -> None:
+    watch = daemon.watches[server]
+    for line in lines:
+        clock.advance(0.01)
+        watch.handle(line, clock.now, clock.wall)
+
+
+def tick(daemon: Daemon, clock: Clock) -> None:
+    for watch in daemon.watches:
+        daemon.dispatch(watch.core.tick(clock.now, clock.wall))
+
+
+def sample(daemon: Daemon, name: str, **labels: str) -> float:
+    value = daemon.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+# -- item 5: the memory limits are the operator's, and an evicted prompt resolves -------------
+
+
+def test_limit_flags_env_and_file_keys(tmp_path: Path) -> None:
+    """`--max-pending-prompts` / `--max-sessions`, their variables and config keys."""
+    assert load(RawOptions(), {}).limits == Limits()
+    flags = RawOptions(max_pending_prompts="50", max_sessions="70")
+    assert load(flags, {}).limits == Limits(sessions=70, prompts=50)
+    env = {"OPENCODE_WATCHDOG_MAX_PENDING_PROMPTS": "5", "OPENCODE_WATCHDOG_MAX_SESSIONS": "6"}
+    assert load(RawOptions(), env).limits == Limits(sessions=6, prompts=5)
+    file = tmp_path / "watchdog.toml"
+    file.write_text("max_pending_prompts = 3\nmax_sessions = 4\n")
+    assert load(RawOptions(config=str(file)), {}).limits == Limits(sessions=4, prompts=3)
+    for bad in ("0", "-1", "lots", "1.5", "99999999999"):
+        with pytest.raises(ConfigError, match="--max-pending-prompts: expected a whole number"):
+            load(RawOptions(max_pending_prompts=bad), {})
+
+
+def test_cli_bad_limit_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--max-sessions", "none"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "opencode-watchdog: error: --max-sessions: expected a whole number from 1 to 10000000"
+        " such as 1000, got 'none'"
+    ]
+
+
+async def test_prompt_pushed_out_by_the_limit_resolves_its_alert_and_keeps_the_counts() -> None:
+    """`--max-pending-prompts 1`: a stalled prompt pushed out by a newer one resolves its
+    no_response alert, ends `evicted`, and accepted = completed + pending still holds."""
+    clock = Clock()
+    options = RawOptions(
+        servers=["oc=http://oc.test"],
+        max_pending_prompts="1",
+        first_response_timeout="10s",
+    )
+    daemon, seen = build(options, clock)
+    feed(daemon, clock, prompt("ses_a", "msg_a", 1_800_000_000_000))
+    clock.advance(11)
+    tick(daemon, clock)
+    assert seen.kinds() == ["stalled:no_response:msg_a"]
+    feed(daemon, clock, prompt("ses_b", "msg_b", 1_800_000_011_000))
+    assert seen.kinds() == [
+        "stalled:no_response:msg_a",
+        "resolved:no_response:msg_a",
+        "completed:evicted:msg_a",
+    ]
+    resolved = [t for t in seen.seen if isinstance(t, Resolved)]
+    assert [t.outcome for t in resolved] == [Outcome.EVICTED]
+    accepted = sample(daemon, "opencode_watchdog_prompts_accepted_total", server="oc")
+    completed = sum(
+        sample(daemon, "opencode_watchdog_prompts_completed_total", server="oc", outcome=o.value)
+        for o in Outcome
+    )
+    pending = daemon.watches[0].tracker.pending_count
+    assert (accepted, completed, pending) == (2, 1, 1)
+
+
+async def test_a_reload_that_lowers_the_limit_evicts_at_once_and_resolves() -> None:
+    """A reload to `max_pending_prompts = 1` with two stalled prompts: the older one is evicted
+    there and then, its alert resolved (not when the next prompt happens to arrive)."""
+    clock = Clock()
+    options = RawOptions(servers=["oc=http://oc.test"], first_response_timeout="10s")
+    lowered = RawOptions(
+        servers=["oc=http://oc.test"], first_response_timeout="10s", max_pending_prompts="1"
+    )
+    daemon, seen = build(options, clock, reload=lambda: load(lowered, {}))
+    daemon._tg = _NoTasks()  # type: ignore[assignment]  # reload starts no task here
+    feed(daemon, clock, prompt("ses_a", "msg_a", 1_800_000_000_000))
+    feed(daemon, clock, prompt("ses_b", "msg_b", 1_800_000_001_000))
+    clock.advance(11)
+    tick(daemon, clock)
+    assert sorted(seen.kinds()) == ["stalled:no_response:msg_a", "stalled:no_response:msg_b"]
+    daemon.reload_config()
+    assert seen.kinds()[2:] == ["resolved:no_response:msg_a", "completed:evicted:msg_a"]
+    assert daemon.watches[0].tracker.pending_count == 1
+
+
+class _NoTasks:
+    """Stands in for the daemon's task group where a reload would start none that matter."""
+
+    def start_soon(self, func: Any, *args: Any) -> None:
+        close = getattr(func, "__self__", None)
+        if isinstance(close, httpx.AsyncClient):
+            return  # a replaced client's aclose: nothing was opened on it
+
+
+# -- item 6: any failure of a reload keeps the running configuration --------------------------
+
+
+def not_utf8(tmp_path: Path) -> Path:
+    secret = tmp_path / "password"
+    secret.write_bytes(b"\xffs3cret\xfe\n")
+    secret.chmod(0o600)
+    return secret
+
+
+def test_a_password_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a UnicodeDecodeError traceback and exit 1."""
+    secret = not_utf8(tmp_path)
+    assert main(["run", "--password-file", str(secret)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"opencode-watchdog: error: --password-file: password file {secret} is not UTF-8 text"
+        " (byte 0 cannot be read)"
+    ]
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "watchdog.toml"
+    file.write_bytes(b'log_level = "\xff"\n')
+    assert main(["run", "--config", str(file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"opencode-watchdog: error: --config: {file} is not UTF-8 text")
+
+
+async def test_a_reload_with_a_password_file_that_is_not_utf8_keeps_the_old_config(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP with a bad secret once raised UnicodeDecodeError out of reload_config (which took
+    the task group down): now it is logged at error level, counted, and nothing changes."""
+    clock = Clock()
+    good = tmp_path / "good"
+    good.write_text("s3cret\n")
+    good.chmod(0o600)
+    options = RawOptions(servers=["oc=http://oc.test"], password_file=str(good))
+    daemon, _ = build(options, clock)
+    options.password_file = str(not_utf8(tmp_path))
+    options.servers = ["other=http://other.test"]
+    daemon._reload = lambda: load(options, {})
+    daemon._tg = _NoTasks()  # type: ignore[assignment]
+    before = daemon.config
+    with capture_logs() as logs:
+        daemon.reload_config()
+    assert daemon.config is before
+    assert [w.name for w in daemon.watches] == ["oc"]
+    failed = [e for e in logs if e["event"] == "config.reload_failed"]
+    assert [e["log_level"] for e in failed] == ["error"]
+    assert "is not UTF-8 text" in failed[0]["error"]
+    assert "s3cret" not in json.dumps(logs, default=str)
+    assert sample(daemon, "opencode_watchdog_config_reload_failures_total") == 1
+
+
+async def test_a_reload_that_raises_anything_keeps_the_old_config() -> None:
+    """Not only ConfigError: whatever escapes loading is a failed reload, never a dead daemon."""
+    clock = Clock()
+    daemon, _ = build(RawOptions(servers=["oc=http://oc.test"]), clock)
+
+    def broken() -> Any:
+        raise RuntimeError("disk on fire")
+
+    daemon._reload = broken
+    daemon._tg = _NoTasks()  # type: ignore[assignment]
+    with capture_logs() as logs:
+        daemon.reload_config()
+    assert [e["error"] for e in logs if e["event"] == "config.reload_failed"] == [
+        "RuntimeError: disk on fire"
+    ]
+    assert sample(daemon, "opencode_watchdog_config_reload_failures_total") == 1
