@@ -15,7 +15,7 @@ from watchdog.core.transitions import (
     Stalled,
     StallKind,
 )
-from watchdog.sinks.recent import RecentIncidents
+from watchdog.sinks.recent import MAX_CAUSE, RecentIncidents
 
 NOW = 1_795_596_700.0
 HOSTILE = '/home/x/<script>alert("x")</script>&co'
@@ -92,15 +92,15 @@ def test_page_escapes_every_value() -> None:
 
 
 def test_page_lists_latest_stalls_and_failures_newest_first() -> None:
-    """Stalls and failed prompts, newest first, with kind, when, waited, reason and what became
-    of them."""
+    """Stalls and failed prompts, newest first, with kind, when, waited, cause (the server's
+    error for a failure, the kind in words for a stall) and what became of them."""
     rows = page().of("incident")
     assert [r.attrs["data-kind"] for r in rows] == ["failed", "inactive", "no_response"]
     failed, inactive, no_response = (r.cells for r in rows)
-    assert (
-        failed["reason"] == "the prompt ended with an error and will never be answered (APIError)"
-    )
+    assert failed["cause"] == "APIError: the provider rejected the request"
+    assert failed["model"] == "anthropic/claude"
     assert failed["now"] == "ended failed"
+    assert no_response["cause"] == "no model output within the first-response timeout"
     assert inactive["now"] == "ended answered"
     assert inactive["waited"] == "5 min 10 s"
     assert no_response["now"] == "firing"
@@ -125,3 +125,30 @@ def test_probe_section_appears_only_with_probe_results() -> None:
     assert [r.cells for r in dom.of("probe")] == [
         {"server": "laptop", "result": "ok", "seconds": "1.5"}
     ]
+
+
+def test_a_failure_before_the_prompt_was_stored_shows_the_servers_message() -> None:
+    """The seed's failure (an unknown agent: nothing stored, only `session.error`): the row says
+    the server's message, that no message was stored, and which model, when none was named."""
+    recent = RecentIncidents()
+    unstored = PromptRef(server="laptop", session_id="ses_x", message_id=None, accepted_at=NOW)
+    message = 'Agent not found: "no-such-agent". Available agents: build, explore, general, plan'
+    error = ErrorInfo("UnknownError", message)
+    recent.emit(Stalled(unstored, StallKind.FAILED, NOW, 0.0, reason="UnknownError", error=error))
+    recent.emit(Completed(unstored, Outcome.FAILED, NOW, duration=0.0, reason="UnknownError"))
+    known = PromptRef("laptop", "ses_y", None, NOW, provider="fake", model="fake-1")
+    recent.emit(Stalled(known, StallKind.FAILED, NOW, 0.0, reason="UnknownError", error=error))
+    view = PageView("9.9.9", NOW, [], recent.latest())
+    second, first = (r.cells for r in PageDom(render(view).decode()).of("incident"))
+    assert first["cause"] == f"UnknownError: {message}"
+    assert first["message"] == "not stored"
+    assert first["model"] == "unknown: nothing was stored"
+    assert second["model"] == "fake/fake-1"
+
+
+def test_a_long_server_message_is_cut() -> None:
+    recent = RecentIncidents()
+    error = ErrorInfo("APIError", "x" * 1000)
+    recent.emit(Stalled(ref("c"), StallKind.FAILED, NOW, 0.0, error=error))
+    [row] = PageDom(render(PageView("9.9.9", NOW, [], recent.latest())).decode()).of("incident")
+    assert row.cells["cause"] == "APIError: " + "x" * (MAX_CAUSE - len("APIError: ") - 1) + "…"

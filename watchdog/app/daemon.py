@@ -25,6 +25,7 @@ from watchdog.app.logs import report_suppressed
 from watchdog.app.page import PageView, ServerView
 from watchdog.app.page import render as render_page
 from watchdog.app.prober import Prober
+from watchdog.app.views import incident_doc
 from watchdog.app.watch import ServerWatch, StreamState
 from watchdog.core.clock import iso
 from watchdog.core.settings import ConfigError, ServerConfig
@@ -334,6 +335,9 @@ class Daemon:
             "version": __version__,
             "now": iso(now),
             "servers": servers,
+            # The same ring the page shows, newest first: stalls and failures of every server.
+            "recent": [incident_doc(item) for item in self.recent.latest()],
+            "recent_listed_max": self.recent.size,
         }
 
     def page(self) -> bytes:

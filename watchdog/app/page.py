@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from watchdog.app.views import model_name
 from watchdog.core.tracker import PendingPrompt
 from watchdog.sinks.recent import Incident
 
@@ -108,7 +109,7 @@ def _pending(view: PageView) -> str:
     rows = []
     for p in prompts[:MAX_PENDING]:
         ref = p.ref
-        model = "/".join(x for x in (ref.provider, ref.model) if x) or None
+        model = model_name(ref.provider, ref.model)
         rows.append(
             f'<tr class="prompt" data-state="{e(p.state.value)}">'
             + _cell("state", f'<span class="badge {e(p.state.value)}">{e(p.state.value)}</span>')
@@ -138,22 +139,31 @@ def _incidents(view: PageView) -> str:
             now = "resolved"
         else:
             now = "firing"
-        model = "/".join(x for x in (item.provider, item.model) if x) or None
+        # A prompt that failed before OpenCode stored it has no message and names no model.
+        model = model_name(item.provider, item.model) or (
+            "unknown: nothing was stored" if item.message_id is None else None
+        )
+        message = item.message_id or "not stored"
+        cause = item.cause or (item.why + (f" ({item.reason})" if item.reason else ""))
         rows.append(
-            f'<tr class="incident" data-kind="{e(item.kind)}">'
-            + _cell("kind", f'<span class="badge {e(item.kind)}">{e(item.kind)}</span>')
+            f'<tr class="incident" data-kind="{e(item.kind)}" data-now="{e(now)}">'
+            + _cell(
+                "kind",
+                f'<span class="badge {e(item.kind)}" title="{e(item.why)}">{e(item.kind)}</span>',
+            )
             + _cell(
                 "when", f"{e(clock(item.at))} <small>({e(age(view.now - item.at))} ago)</small>"
             )
             + _cell("waited", e(age(item.waited)))
-            + _cell("reason", e(item.why + (f" ({item.reason})" if item.reason else "")))
+            + _cell("cause", e(cause), "cause")
             + _cell("now", e(now))
             + _cell("server", e(item.server))
             + _cell("session", e(item.session_id), "id")
+            + _cell("message", e(message), "id")
             + _cell("model", e(model), "nowrap")
             + "</tr>"
         )
-    headers = ("kind", "when", "waited", "reason", "now", "server", "session", "model")
+    headers = ("kind", "when", "waited", "cause", "now", "server", "session", "message", "model")
     return _table("incidents", headers, rows, "No stall or failure since the daemon started.")
 
 
@@ -184,7 +194,8 @@ h3 { font-size: 1em; margin: 0 0 0.2em; }
 .server { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
   padding: 10px 12px; margin: 6px 0; }
 .server p { margin: 0.15em 0; }
-.error { color: var(--bad); overflow-wrap: anywhere; }
+.error, .cause { overflow-wrap: anywhere; }
+.error { color: var(--bad); }
 table { width: 100%; border-collapse: collapse; background: var(--card); }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line);
   vertical-align: top; }

@@ -1,7 +1,8 @@
 """`opencode-watchdog status`: a running daemon's `/status` as a readable table, or its JSON.
 
-Exit code 0 when every stream is up and no prompt is stalled, 1 otherwise (a shell check), 3 when
-the daemon cannot be read.
+Exit code 0 when all is well; 1 when a stream is not up, a stall fires, or a prompt failed or was
+dropped within ``--since`` (15 minutes by default): a shell check; 2 for a bad command line; 3
+when the daemon cannot be read.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from typing import Any, TextIO
 
 import httpx
 
+from watchdog.app.config import parse_duration
+from watchdog.core.settings import ConfigError
+
 EXIT_PROBLEM = 1
 EXIT_UNREADABLE = 3
 DEFAULT_URL = "http://127.0.0.1:9464"
+DEFAULT_SINCE = 15 * 60.0
+FINAL_KINDS = ("failed", "dropped")  # over at once: they count within --since, not while firing
+MAX_RECENT_ROWS = 20
 
 _RESET = "\033[0m"
 _COLOURS = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "dim": "\033[2m"}
@@ -32,11 +39,17 @@ def add_parser(sub: Any) -> None:
         "status",
         help="show a running daemon's streams, pending prompts and probes",
         description=(
-            "Reads the daemon's /status. Exits 1 when a stream is down or a prompt is stalled, "
-            "3 when the daemon cannot be read."
+            "Reads the daemon's /status. Exits 1 when a stream is down, a stall fires, or a "
+            "prompt failed or was dropped within --since; 3 when the daemon cannot be read."
         ),
     )
     status.add_argument("--url", default=DEFAULT_URL, help=f"the daemon (default {DEFAULT_URL})")
+    status.add_argument(
+        "--since",
+        default="15m",
+        type=_since,
+        help="a failed or dropped prompt this recent makes the exit code 1 (default 15m)",
+    )
     status.add_argument("--json", action="store_true", help="print /status as it came")
 
 
@@ -48,22 +61,46 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.s
             response = client.get(url)
         document = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as exc:
-        print(f"opencode-watchdog status: cannot read {url}: {type(exc).__name__}", file=err)
+        print(
+            f"opencode-watchdog status: cannot read {url} ({_why(exc)}): "
+            "is the daemon running? (--url)",
+            file=err,
+        )
         return EXIT_UNREADABLE
     if not isinstance(document, dict):
         print(f"opencode-watchdog status: {url} answered HTTP {response.status_code}", file=err)
         return EXIT_UNREADABLE
+    since = getattr(args, "since", DEFAULT_SINCE)
     if args.json:
         out.write(response.text if response.text.endswith("\n") else response.text + "\n")
     else:
         colour = out.isatty() and not os.environ.get("NO_COLOR")
-        out.write(render(document, colour=colour))
-    return EXIT_PROBLEM if problems(document) else 0
+        out.write(render(document, colour=colour, since=since))
+    return EXIT_PROBLEM if problems(document, since) else 0
 
 
-def problems(document: Mapping[str, Any]) -> list[str]:
-    """What makes the exit code non-zero: streams not up, stalled prompts."""
+def _since(text: str) -> float:
+    try:
+        return parse_duration("--since", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer within 5 s"
+    if isinstance(exc, ValueError):
+        return "the answer is not JSON"
+    return type(exc).__name__
+
+
+def problems(document: Mapping[str, Any], since: float = DEFAULT_SINCE) -> list[str]:
+    """What makes the exit code non-zero: streams not up, stalls firing, prompts that failed or
+    were dropped within ``since`` seconds of the document's time."""
     found: list[str] = []
+    stalled: set[tuple[object, object]] = set()
     for server in _list(document.get("servers")):
         name = server.get("server")
         state = _dict(server.get("stream")).get("state")
@@ -71,11 +108,24 @@ def problems(document: Mapping[str, Any]) -> list[str]:
             found.append(f"{name}: stream {state}")
         for prompt in _list(server.get("pending")):
             if prompt.get("state") == "stalled":
+                stalled.add((name, prompt.get("message_id")))
                 found.append(f"{name}: prompt {prompt.get('message_id')} stalled")
+    now = _parse(document.get("now"))
+    for item in _list(document.get("recent")):
+        kind, at, name = item.get("kind"), _parse(item.get("at")), item.get("server")
+        which = item.get("message_id") or f"in session {item.get('session_id')}"
+        if kind in FINAL_KINDS:
+            ago = None if at is None or now is None else (now - at).total_seconds()
+            if ago is not None and ago <= since:
+                found.append(f"{name}: prompt {which} {kind} {_duration(max(0.0, ago))} ago")
+        elif item.get("firing") is True and (name, item.get("message_id")) not in stalled:
+            found.append(f"{name}: {kind} stall firing for prompt {which}")
     return found
 
 
-def render(document: Mapping[str, Any], *, colour: bool = False) -> str:
+def render(
+    document: Mapping[str, Any], *, colour: bool = False, since: float = DEFAULT_SINCE
+) -> str:
     """The tables: servers, pending prompts (oldest first), latest probes, then a verdict."""
     now = _parse(document.get("now"))
     servers = _list(document.get("servers"))
@@ -137,14 +187,56 @@ def render(document: Mapping[str, Any], *, colour: bool = False) -> str:
         )
     else:
         lines.append("none (run the daemon with --probe-interval)")
-    found = problems(document)
+    recent = _list(document.get("recent"))
+    lines += ["", f"RECENT PROBLEMS ({len(recent)}, newest first)"]
+    if recent:
+        lines += _table(
+            ["KIND", "AT", "WAITED", "NOW", "SERVER", "SESSION", "MESSAGE", "MODEL", "CAUSE"],
+            [
+                [
+                    _paint(str(item.get("kind")), colour),
+                    _ago(item.get("at"), now),
+                    _duration(float(item.get("waited_seconds") or 0.0)),
+                    _now_word(item),
+                    str(item.get("server")),
+                    str(item.get("session_id")),
+                    str(item.get("message_id") or "-"),
+                    _model(item),
+                    _cause(item),
+                ]
+                for item in recent[:MAX_RECENT_ROWS]
+            ],
+        )
+        if len(recent) > MAX_RECENT_ROWS:
+            lines.append(f"and {len(recent) - MAX_RECENT_ROWS} more (--json)")
+    else:
+        lines.append("none since the daemon started")
+    found = problems(document, since)
     lines.append("")
     lines.append(
         _paint("PROBLEM", colour) + ": " + "; ".join(found)
         if found
-        else _paint("ok", colour) + ": every stream is up and no prompt is stalled"
+        else _paint("ok", colour)
+        + ": every stream is up, no stall fires, and no prompt failed or was dropped in the last "
+        + _duration(since)
     )
     return "\n".join(lines) + "\n"
+
+
+def _now_word(item: Mapping[str, Any]) -> str:
+    if item.get("outcome"):
+        return f"ended {item.get('outcome')}"
+    return "firing" if item.get("firing") else "resolved"
+
+
+def _model(item: Mapping[str, Any]) -> str:
+    return "/".join(str(x) for x in (item.get("provider"), item.get("model")) if x) or "-"
+
+
+def _cause(item: Mapping[str, Any]) -> str:
+    cause = _dict(item.get("cause"))
+    text = cause.get("text") or item.get("why") or ""
+    return str(text)
 
 
 def _steps(steps: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import structlog
 
+from watchdog.app.views import SESSIONS_LISTED, sessions_doc
 from watchdog.core.clock import iso
 from watchdog.core.events import Event, Ignored, Malformed, StreamConnected
 from watchdog.core.server import ServerCore
@@ -287,7 +288,7 @@ class ServerWatch:
 
     def describe(self) -> dict[str, Any]:
         """The `/status` view of this server (ids and states only)."""
-        now = self._monotonic()
+        now, wall = self._monotonic(), self._clock()
         return {
             "server": self.name,
             "url": self.url,
@@ -314,6 +315,9 @@ class ServerWatch:
                 }
                 for p in self.tracker.pending(now, limit=STATUS_PENDING_LIMIT)
             ],
+            # Every session seen recently (idle and finished ones too), most recent first.
+            "sessions_listed_max": SESSIONS_LISTED,
+            "sessions": sessions_doc(self.tracker.sessions(now, wall, limit=SESSIONS_LISTED), wall),
         }
 
     def _count(self, event: Event) -> None:

@@ -234,6 +234,10 @@ class _Session:
     last_outcome: Outcome | None = None
     last_outcome_at: float | None = None  # monotonic
     history: deque[tuple[SessionState, float]] | None = None  # made at its first change
+    # The provider and model its latest reply named: a prompt that fails before OpenCode stores
+    # it (an unknown agent) says nothing of its own, and this is the best there is.
+    provider: str | None = None
+    model: str | None = None
 
 
 class Tracker:
@@ -789,6 +793,7 @@ class Tracker:
             if q.turn is None:
                 self._signal(q, Signal.BEHIND, out)
         if event.provider or event.model:
+            session.provider, session.model = event.provider, event.model
             for q in turn.members:
                 if q.ref.provider is None and q.ref.model is None:
                     q.ref = replace(q.ref, provider=event.provider, model=event.model)
@@ -933,6 +938,8 @@ class Tracker:
                 accepted_at=self._wall,
                 directory=session.directory,
                 parent_session_id=session.parent_id,
+                provider=session.provider,
+                model=session.model,
             )
             at = self._wall
             out.append(Accepted(prompt=ref, at=at))

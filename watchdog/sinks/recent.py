@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from watchdog.core.transitions import Completed, Resolved, Stalled, Transition
 
 DEFAULT_SIZE = 50
+MAX_CAUSE = 200  # characters of the server's error shown on the page and in `/status`
 
 # Why each kind is reported, in words for people; an unknown (newer) kind reads as its name.
 WHY: dict[str, str] = {
@@ -34,11 +35,26 @@ class Incident:
     reason: str | None = None
     resolved_at: float | None = None
     outcome: str | None = None  # how the prompt ended, once it did
+    error: str | None = None  # the server's error name, for a failure
+    error_message: str | None = None  # ... and its message (cut by the decoder)
 
     @property
     def why(self) -> str:
         """The kind in words."""
         return WHY.get(self.kind, self.kind.replace("_", " "))
+
+    @property
+    def cause(self) -> str | None:
+        """The server's error as `Name: message`, cut to ``MAX_CAUSE`` characters; None without one."""
+        if self.error is None:
+            return None
+        text = f"{self.error}: {self.error_message}" if self.error_message else self.error
+        return text if len(text) <= MAX_CAUSE else text[: MAX_CAUSE - 1] + "…"
+
+    @property
+    def firing(self) -> bool:
+        """True while its alert stands: neither resolved nor ended (a failure ends at once)."""
+        return self.resolved_at is None and self.outcome is None
 
 
 class RecentIncidents:
@@ -46,6 +62,7 @@ class RecentIncidents:
 
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self._items: deque[Incident] = deque(maxlen=size)
+        self.size = size
 
     def latest(self) -> list[Incident]:
         """Newest first."""
@@ -54,7 +71,7 @@ class RecentIncidents:
     def emit(self, transition: Transition) -> None:
         ref = transition.prompt
         match transition:
-            case Stalled(kind=kind, at=at, waited=waited, reason=reason):
+            case Stalled(kind=kind, at=at, waited=waited, reason=reason, error=error):
                 self._items.append(
                     Incident(
                         kind=kind.value,
@@ -67,6 +84,8 @@ class RecentIncidents:
                         provider=ref.provider,
                         model=ref.model,
                         reason=reason,
+                        error=error.name if error else None,
+                        error_message=error.message if error else None,
                     )
                 )
             case Resolved(kind=kind, at=at, outcome=outcome):
