@@ -102,7 +102,7 @@ def test_status_page_shows_the_stalled_prompt_in_chromium(
     assert stall.attrs["data-kind"] == "no_response"
     assert stall.cells["now"] == "firing"
     assert stall.cells["session"] == session
-    assert stall.cells["reason"] == "no model output within the first-response timeout"
+    assert stall.cells["cause"] == "no model output within the first-response timeout"
     assert dom.links == ["/metrics", "/status", "/healthz"]
     assert dom.title == "opencode-watchdog: 1/1 up, 1 pending"
     assert "secret prompt text" not in dom_text
