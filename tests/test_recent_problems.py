@@ -198,6 +198,16 @@ async def test_the_seed_failure_is_in_status_on_the_page_and_in_the_exit_code() 
     [row] = page.of("incident")
     assert row.cells["cause"] == f"UnknownError: {AGENT_MESSAGE}"
     assert row.cells["message"] == "not stored"
+    # The session is listed with nothing pending: idle after its later answer, failed before.
+    [session] = status["servers"][0]["sessions"]
+    assert session["session_id"] == failure["session_id"]
+    assert (session["state"], session["pending"], session["last_outcome"]) == (
+        "idle",
+        0,
+        "answered",
+    )
+    assert [h["state"] for h in session["history"]] == ["failed", "working", "idle"]
+    assert [r.attrs["data-state"] for r in page.of("session")] == ["idle"]
     assert code == statusview.EXIT_PROBLEM, err.getvalue()
     assert AGENT_MESSAGE in out.getvalue()
     assert "PROBLEM: oc: prompt in session" in out.getvalue()

@@ -25,7 +25,7 @@ from watchdog.app.logs import report_suppressed
 from watchdog.app.page import PageView, ServerView
 from watchdog.app.page import render as render_page
 from watchdog.app.prober import Prober
-from watchdog.app.views import incident_doc
+from watchdog.app.views import SESSIONS_LISTED, incident_doc
 from watchdog.app.watch import ServerWatch, StreamState
 from watchdog.core.clock import iso
 from watchdog.core.settings import ConfigError, ServerConfig
@@ -353,6 +353,7 @@ class Daemon:
                 last_error=w.status.last_error,
                 reconnects=w.status.reconnects,
                 pending=w.tracker.pending(mono),
+                sessions=w.tracker.sessions(mono, now, limit=SESSIONS_LISTED),
             )
             for w in self.watches
         ]

@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watchdog.app.views import model_name
-from watchdog.core.tracker import PendingPrompt
+from watchdog.app.views import model_name, session_words
+from watchdog.core.tracker import PendingPrompt, SessionView
 from watchdog.sinks.recent import Incident
 
 REFRESH_SECONDS = 10
 MAX_INCIDENTS = 20
 MAX_PENDING = 200  # a page, not a dump: /status has them all
+MAX_SESSIONS = 50  # over all servers, most recent first
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ServerView:
     last_error: str | None
     reconnects: int
     pending: Sequence[PendingPrompt]
+    sessions: Sequence[SessionView] = ()  # most recent first
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,79 @@ def _incidents(view: PageView) -> str:
     return _table("incidents", headers, rows, "No stall or failure since the daemon started.")
 
 
+def _history(session: SessionView, now: float) -> str:
+    changes = session.history
+    if not changes:
+        return "-"
+    items = []
+    for i in range(len(changes) - 1, -1, -1):  # newest first
+        change = changes[i]
+        end = changes[i + 1].since if i + 1 < len(changes) else now
+        lasted = age(end - change.since) + (" so far" if i + 1 == len(changes) else "")
+        items.append(
+            f'<li><span class="badge {e(_state_class(change.state.value))}">'
+            f"{e(change.state.value)}</span> {e(lasted)} <small>from {e(clock(change.since))}"
+            "</small></li>"
+        )
+    count = len(changes)
+    return (
+        f"<details><summary>{count} state{'s' if count != 1 else ''}</summary>"
+        f'<ol class="history">{"".join(items)}</ol></details>'
+    )
+
+
+def _state_class(state: str) -> str:
+    return state.replace(" ", "_")
+
+
+def _sessions(view: PageView) -> tuple[int, str]:
+    chosen = sorted(
+        ((s.name, v) for s in view.servers for v in s.sessions),
+        key=lambda item: -item[1].last_activity,
+    )[:MAX_SESSIONS]
+    rows = []
+    for server, v in chosen:
+        state = _state_class(v.state.value)
+        outcome = (
+            f"{v.last_outcome.value} <small>({e(age(view.now - v.last_outcome_at))} ago)</small>"
+            if v.last_outcome is not None and v.last_outcome_at is not None
+            else "-"
+        )
+        parent = (
+            f"<br><small>sub-agent of {e(v.parent_session_id)}</small>"
+            if v.parent_session_id
+            else ""
+        )
+        rows.append(
+            f'<tr class="session" data-state="{e(state)}" data-session="{e(v.session_id)}">'
+            + _cell(
+                "state",
+                f'<span class="badge {e(state)}">{e(session_words(v, view.now))}</span>',
+            )
+            + _cell("last activity", e(f"{age(view.now - v.last_activity)} ago"), "nowrap")
+            + _cell("directory", e(v.directory), "path")
+            + _cell("pending", str(v.pending))
+            + _cell("last outcome", outcome)
+            + _cell("server", e(server))
+            + _cell("session", e(v.session_id) + parent, "id")
+            + _cell("history", _history(v, view.now))
+            + "</tr>"
+        )
+    headers = (
+        "state",
+        "last activity",
+        "directory",
+        "pending",
+        "last outcome",
+        "server",
+        "session",
+        "history",
+    )
+    return len(chosen), _table(
+        "sessions", headers, rows, "No session seen since the daemon started."
+    )
+
+
 def _probes(probes: Sequence[Mapping[str, object]]) -> str:
     keys: list[str] = []
     for probe in probes:
@@ -204,9 +279,13 @@ th { font-size: 0.85em; color: var(--muted); font-weight: 600; }
   overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 0 7px; border-radius: 10px; font-size: 0.85em;
   font-weight: 600; border: 1px solid currentColor; white-space: nowrap; }
-.up, .replying { color: var(--ok); }
-.waiting, .retrying, .blocked, .connecting { color: var(--warn); }
-.down, .auth_failed, .stalled, .incident .badge { color: var(--bad); }
+.up, .replying, .working { color: var(--ok); }
+.waiting, .retrying, .blocked, .connecting, .waiting_for_a_person { color: var(--warn); }
+.down, .auth_failed, .stalled, .failed, .incident .badge { color: var(--bad); }
+.idle { color: var(--muted); }
+details summary { cursor: pointer; color: var(--muted); }
+ol.history { margin: 0.3em 0; padding-left: 1.2em; }
+ol.history li { margin: 0.15em 0; }
 nav a { margin-right: 1em; }
 .nowrap { white-space: nowrap; }
 @media (max-width: 700px) {
@@ -229,6 +308,7 @@ def render(view: PageView) -> bytes:
         if view.probes is not None
         else ""
     )
+    shown, sessions = _sessions(view)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -241,6 +321,7 @@ def render(view: PageView) -> bytes:
 <nav><a href="/metrics">/metrics</a><a href="/status">/status</a><a href="/healthz">/healthz</a></nav>
 </header>
 <section id="servers"><h2>Servers ({up}/{len(view.servers)} streams up)</h2>{_servers(view)}</section>
+<section id="sessions"><h2>Sessions ({shown}, most recent first)</h2>{sessions}</section>
 <section id="pending"><h2>Pending prompts ({total})</h2>{_pending(view)}</section>
 <section id="incidents"><h2>Latest stalls and failures</h2>{_incidents(view)}</section>
 {probes}

@@ -25,10 +25,11 @@ DEFAULT_URL = "http://127.0.0.1:9464"
 DEFAULT_SINCE = 15 * 60.0
 FINAL_KINDS = ("failed", "dropped")  # over at once: they count within --since, not while firing
 MAX_RECENT_ROWS = 20
+MAX_SESSION_ROWS = 20
 
 _RESET = "\033[0m"
 _COLOURS = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "dim": "\033[2m"}
-_GOOD = {"up", "ok", "replying", "waiting"}
+_GOOD = {"up", "ok", "replying", "waiting", "working", "idle"}
 _STEP_ORDER = ["session", "accepted", "stored", "no_error", "reply"]
 _BAD = {"down", "auth_failed", "stalled", "failed"}
 
@@ -168,6 +169,33 @@ def render(
         )
     else:
         lines.append("none")
+    sessions = [
+        (server.get("server"), session)
+        for server in servers
+        for session in _list(server.get("sessions"))
+    ]
+    sessions.sort(key=lambda item: float(item[1].get("idle_seconds") or 0.0))
+    lines += ["", f"SESSIONS ({len(sessions)}, most recent first)"]
+    if sessions:
+        lines += _table(
+            ["SERVER", "STATE", "LAST ACTIVITY", "PENDING", "LAST OUTCOME", "SESSION", "DIRECTORY"],
+            [
+                [
+                    str(name),
+                    _paint(str(v.get("words") or v.get("state")), colour),
+                    _duration(float(v.get("idle_seconds") or 0.0)) + " ago",
+                    str(v.get("pending", 0)),
+                    _outcome(v, now),
+                    str(v.get("session_id")),
+                    str(v.get("directory") or ""),
+                ]
+                for name, v in sessions[:MAX_SESSION_ROWS]
+            ],
+        )
+        if len(sessions) > MAX_SESSION_ROWS:
+            lines.append(f"and {len(sessions) - MAX_SESSION_ROWS} more (--json)")
+    else:
+        lines.append("none seen since the daemon started")
     probes = [probe for server in servers for probe in _list(server.get("probes"))]
     lines += ["", "PROBES"]
     if probes:
@@ -229,6 +257,13 @@ def _now_word(item: Mapping[str, Any]) -> str:
     return "firing" if item.get("firing") else "resolved"
 
 
+def _outcome(session: Mapping[str, Any], now: datetime | None) -> str:
+    outcome = session.get("last_outcome")
+    if not outcome:
+        return "-"
+    return f"{outcome} {_ago(session.get('last_outcome_at'), now)}"
+
+
 def _model(item: Mapping[str, Any]) -> str:
     return "/".join(str(x) for x in (item.get("provider"), item.get("model")) if x) or "-"
 
@@ -266,7 +301,9 @@ def _paint(text: str, colour: bool) -> str:
         return text
     word = text.split(" ", maxsplit=1)[0]
     name = (
-        "green"
+        "yellow"
+        if text.startswith("waiting for a person")
+        else "green"
         if word in _GOOD
         else "red"
         if word in _BAD or text.startswith("failed")
