@@ -24,9 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# How long a wait may last before it fails. Generous, because it is only spent when something is
-# wrong, and a loaded 2-core machine answers many times slower than an idle one.
+# How long a wait for something that should happen at once (a reply, a log line, a metric) may
+# last before it fails. Generous, because it is only spent when something is wrong, and a loaded
+# 2-core machine answers many times slower than an idle one. A wait for a daemon timeout to pass
+# is longer than that timeout: Pace.beyond() gives it.
 PATIENCE = 120.0
+# Past this, the warm-up reply says the machine is too slow for tests whose stall timeouts are
+# derived from it (they would take minutes each, and their margins would mean little).
+WARM_REPLY_CEILING = 30.0
 OPENCODE_VERSION = "1.18.33"
 DEFAULT_BINARY = REPO_ROOT / ".cache/opencode/node_modules/opencode-linux-x64/bin/opencode"
 SERVER_USERNAME = "opencode"
@@ -82,6 +87,36 @@ def wait_until(
                 message += "\n" + details()
             raise AssertionError(message)
         time.sleep(interval)
+
+
+class Pace:
+    """The one place a test's daemon timeouts and its waits for them come from.
+
+    Both derive from one measured figure, the server's warm-up reply: a stall timeout is a
+    multiple of it (short enough for a test, long enough for this machine's replies), and a wait
+    for a timeout to pass is that timeout plus PATIENCE, so it can never end before the thing it
+    waits for is due. A machine slower than WARM_REPLY_CEILING fails the test, saying so.
+    """
+
+    def __init__(self, warm_reply: float, ceiling: float = WARM_REPLY_CEILING) -> None:
+        if warm_reply > ceiling:
+            raise AssertionError(
+                f"the server took {warm_reply:.1f} s to answer its warm-up prompt (ceiling "
+                f"{ceiling:.0f} s); this machine is too slow for this test"
+            )
+        self.warm_reply = warm_reply
+
+    def stall_timeout(self, floor: float = 3.0, factor: float = 6.0) -> float:
+        """A stall timeout short enough for a test, long enough for this server's replies."""
+        return round(max(floor, factor * self.warm_reply), 1)
+
+    @staticmethod
+    def beyond(*timeouts: float) -> float:
+        """How long to wait for what is due after these daemon timeouts: their sum + PATIENCE."""
+        return sum(timeouts) + PATIENCE
+
+    def __repr__(self) -> str:
+        return f"Pace(warm_reply={self.warm_reply:.2f})"
 
 
 def opencode_binary() -> Path:
@@ -269,10 +304,16 @@ class OpenCodeServer:
         self.warm_reply_seconds = time.monotonic() - started
         return self.warm_reply_seconds
 
+    @property
+    def pace(self) -> Pace:
+        """Timeouts and waits derived from this server's warm-up reply (warm_up() first)."""
+        if self.warm_reply_seconds is None:
+            raise RuntimeError("no warm-up reply measured yet: call warm_up() first")
+        return Pace(self.warm_reply_seconds)
+
     def quick_timeout(self, floor: float = 3.0, factor: float = 6.0) -> float:
         """A stall timeout short enough for a test, long enough for this server's warm replies."""
-        measured = self.warm_reply_seconds if self.warm_reply_seconds is not None else floor
-        return round(max(floor, factor * measured), 1)
+        return self.pace.stall_timeout(floor, factor)
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Poll GET /session until it answers 200; fail early if the process exits."""

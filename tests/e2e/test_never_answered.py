@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import DaemonFactory
-from .harness import PATIENCE, OpenCodeServer, WebhookReceiver, opencode_id, wait_until
+from .harness import PATIENCE, OpenCodeServer, Pace, WebhookReceiver, opencode_id, wait_until
 from .test_scenarios import CALM, SERVER, _seconds, alert, eager, expect, settle, timeouts, watch
 
 
@@ -74,17 +74,30 @@ def test_provider_error_without_retry_is_failed_with_its_cause(
 def test_no_reply_message_is_not_a_prompt(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
-    """A noReply message, and nothing after it: no stall even past every timeout; it ends no_reply."""
-    quick = opencode_server.quick_timeout()
+    """A noReply message, and nothing after it: no stall even past every timeout; it ends no_reply.
+
+    No reply is wanted here, so the timeouts need not leave room for one: a first-response
+    timeout of 2 s would fire long before the 6 s turn-start timeout if the message were taken
+    for a prompt. The wait for the ending is derived from the turn-start timeout it waits for
+    (it once was a fixed 120 s, shorter than a turn-start derived from a slow warm reply).
+    """
+    first, turn_start = 2.0, 6.0
     daemon = watch(
         daemon_factory,
         opencode_server,
         webhook,
-        (*eager(opencode_server), "--turn-start-timeout", f"{2 * quick}s"),
+        (*timeouts(f"{first}s", f"{first}s"), "--turn-start-timeout", f"{turn_start}s"),
     )
     session = opencode_server.create_session()
     assert post_prompt(opencode_server, session, messageID=opencode_id("msg"), noReply=True) == 204
-    settle(daemon, expect(accepted=1, completed_no_reply=1), "the noReply message to end")
+    settle(
+        daemon,
+        expect(accepted=1, completed_no_reply=1),
+        "the noReply message to end",
+        Pace.beyond(turn_start),
+    )
+    ended = daemon.wait_for_log(lambda r: r.get("event") == "prompt.completed")
+    assert ended["reason"] == "no_turn_started"
     assert daemon.sample("opencode_watchdog_prompts_pending", {**SERVER, "state": "stalled"}) == 0
     assert webhook.requests == []
 
@@ -100,7 +113,9 @@ def test_no_reply_then_a_prompt_each_keep_their_own_clock(
     assert post_prompt(opencode_server, session, messageID=opencode_id("msg"), noReply=True) == 204
     daemon.wait_for_log(lambda r: r.get("event") == "prompt.accepted")
     started = time.monotonic()
-    wait_until(lambda: time.monotonic() - started > quick + 1 or None, 2 * quick + 5, "a timeout")
+    wait_until(
+        lambda: time.monotonic() - started > quick + 1 or None, Pace.beyond(quick + 1), "a timeout"
+    )
     message = opencode_server.send_prompt(session, "hello")
     opencode_server.wait_for_reply(session, message)
     settle(
@@ -132,7 +147,7 @@ def test_deleting_a_session_ends_its_stalled_prompt(
     daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "HANG")
-    alert(webhook, "firing", "no_response", message)
+    alert(webhook, "firing", "no_response", message, Pace.beyond(opencode_server.quick_timeout()))
     assert opencode_server.client.delete(f"/session/{session}").status_code == 200
     resolved = alert(webhook, "resolved", "no_response", message)
     assert resolved["outcome"] == "aborted"

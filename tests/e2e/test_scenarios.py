@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from .conftest import DaemonFactory, Measure
-from .harness import PATIENCE, DaemonProcess, OpenCodeServer, WebhookReceiver, wait_until
+from .harness import PATIENCE, DaemonProcess, OpenCodeServer, Pace, WebhookReceiver, wait_until
 
 
 # Generous where nothing may fire, short where a stall is the point, and never shorter than this
@@ -86,19 +86,33 @@ def pending(daemon: DaemonProcess, state: str) -> float:
     return daemon.sample("opencode_watchdog_prompts_pending", {**SERVER, "state": state}) or 0
 
 
-def settle(daemon: DaemonProcess, want: dict[str, float], what: str) -> None:
+def settle(
+    daemon: DaemonProcess, want: dict[str, float], what: str, timeout: float = PATIENCE
+) -> None:
+    """Wait until every prompt counter is as wanted (counters keep history: no passing moment).
+
+    The default bound suits counts that follow what the test already saw; a wait for a daemon
+    timeout to pass gives its own, Pace.beyond(that timeout).
+    """
     wait_until(
         lambda: counts(daemon) == want or None,
-        PATIENCE,
+        timeout,
         what,
         0.2,
         lambda: f"counts: {counts(daemon)}\n{daemon.output_tail()}",
     )
 
 
-def alert(webhook: WebhookReceiver, status: str, kind: str, message_id: str) -> Any:
+def alert(
+    webhook: WebhookReceiver, status: str, kind: str, message_id: str, timeout: float = PATIENCE
+) -> Any:
+    """The first accepted webhook POST with this status, kind and message id (bounded wait).
+
+    A stall alert is due after its timeout: pass Pace.beyond(that timeout) as the bound.
+    """
     return webhook.wait_for(
-        lambda b: b["status"] == status and b["kind"] == kind and b["message_id"] == message_id
+        lambda b: b["status"] == status and b["kind"] == kind and b["message_id"] == message_id,
+        timeout=timeout,
     )
 
 
@@ -130,7 +144,7 @@ def test_hang_before_output_is_no_response(
     daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "please HANG")
-    body = alert(webhook, "firing", "no_response", message)
+    body = alert(webhook, "firing", "no_response", message, Pace.beyond(limit))
     assert body["server"] == "local"
     assert body["session_id"] == session
     assert body["provider"] == "fake"
@@ -157,7 +171,8 @@ def test_hang_mid_reply_is_inactive(
     daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "HANGMID please")
-    body = alert(webhook, "firing", "inactive", message)
+    quick = opencode_server.quick_timeout()
+    body = alert(webhook, "firing", "inactive", message, Pace.beyond(quick, quick))
     first = daemon.wait_for_log(lambda r: r.get("event") == "prompt.stalled")
     assert first["kind"] == "inactive"
     settle(daemon, expect(accepted=1, stall_inactive=1), "the inactive stall")
@@ -200,7 +215,7 @@ def test_provider_500_is_retrying_then_no_response(
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "FAIL please")
     daemon.wait_for_sample("opencode_watchdog_prompts_pending", {**SERVER, "state": "retrying"})
-    body = alert(webhook, "firing", "no_response", message)
+    body = alert(webhook, "firing", "no_response", message, Pace.beyond(8))
     assert body["retry"]["attempt"] >= 1
     assert body["retry"]["message"] == "upstream exploded"
     settle(daemon, expect(accepted=1, stall_no_response=1), "the retrying stall")
@@ -245,7 +260,7 @@ def test_abort_is_aborted_and_resolves_the_stall(
     daemon = watch(daemon_factory, opencode_server, webhook, eager(opencode_server))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "HANG")
-    alert(webhook, "firing", "no_response", message)
+    alert(webhook, "firing", "no_response", message, Pace.beyond(opencode_server.quick_timeout()))
     assert opencode_server.abort(session)
     resolved = alert(webhook, "resolved", "no_response", message)
     assert resolved["outcome"] == "aborted"
@@ -267,7 +282,7 @@ def test_permission_wait_longer_than_the_timeouts_is_no_stall(
     blocked_since = _seconds(daemon.status()["now"])
     wait_until(
         lambda: _seconds(daemon.status()["now"]) - blocked_since > 3 * quick or None,
-        6 * quick,
+        Pace.beyond(3 * quick),
         "three timeouts",
     )
     assert counts(daemon) == expect(accepted=1)
@@ -282,12 +297,10 @@ def test_twenty_concurrent_sessions_with_mixed_outcomes(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
     """20 sessions at once — 8 answered, 4 hung, 4 hung mid-reply, 4 re-sent ids — exact counts."""
-    daemon = watch(
-        daemon_factory,
-        opencode_server,
-        webhook,
-        timeouts("10s", "6s"),
-    )
+    # 20 replies at once come slower than one: never shorter than the single-reply figure.
+    first = max(10.0, opencode_server.quick_timeout())
+    quiet = max(6.0, opencode_server.quick_timeout())
+    daemon = watch(daemon_factory, opencode_server, webhook, timeouts(f"{first}s", f"{quiet}s"))
     plan = ["hello"] * 8 + ["HANG"] * 4 + ["HANGMID"] * 4 + ["hello"] * 4
     sessions = [opencode_server.create_session() for _ in plan]
     messages = [
@@ -307,6 +320,7 @@ def test_twenty_concurrent_sessions_with_mixed_outcomes(
             stall_inactive=4,
         ),
         "twenty sessions to settle",
+        Pace.beyond(first, quiet),
     )
     assert pending(daemon, "stalled") == 8
     firing = {(b["kind"], b["session_id"]) for b in webhook.bodies if b["status"] == "firing"}
