@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from watchdog.app.prober import ProbeMetrics
+from watchdog.core.events import Tokens
 from watchdog.core.settings import ProbeShape
+from watchdog.core.transitions import FirstResponse, PromptRef, Usage
 from watchdog.io.probe import ProbeResult, Step, StepTiming
 from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
@@ -65,6 +67,10 @@ def live_metrics_text() -> str:
     metrics.register_server("x")
     metrics.first_response.labels(server="x").observe(1.0)
     metrics.reply_duration.labels(server="x", outcome="answered").observe(1.0)
+    # One answered prompt of a known model: the per provider/model families get their series.
+    ref = PromptRef("x", "ses_a", "msg_a", 0.0, provider="fake", model="fake-1")
+    metrics.emit(FirstResponse(ref, 1.0, latency=1.0, since_turn=1.0))
+    metrics.emit(Usage(ref, 2.0, "fake", "fake-1", Tokens(input=10, output=5), 0.01))
     ProbeMetrics(registry).record(
         ProbeResult("x", ProbeShape.CURRENT, True, 1.0, (StepTiming(Step.STORED, 0.1, True),))
     )
@@ -268,6 +274,21 @@ def test_dashboard_covers_the_stall_signals() -> None:
         "opencode_watchdog_stream_reconnects_total",
         "opencode_watchdog_events_total",
     } <= used
+
+
+def test_dashboard_covers_the_provider_and_model_families(exported_names: set[str]) -> None:
+    """First response, stalls, failures, tokens and cost by provider and model each have a
+    panel, and each is a series the live endpoint exports."""
+    used = {name for expr in dashboard_exprs() for name in metric_names_in(expr)}
+    families = {
+        "opencode_watchdog_model_first_response_seconds_bucket",
+        "opencode_watchdog_model_stalls_total",
+        "opencode_watchdog_model_failures_total",
+        "opencode_watchdog_tokens_total",
+        "opencode_watchdog_cost_usd_total",
+    }
+    assert families <= used
+    assert families <= exported_names
 
 
 def test_dashboard_exprs_parse_with_promtool(tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ class PromptAdmitted:
     created_at: float | None  # server time, seconds since the epoch
     directory: str | None = None
     origin: Origin = Origin.LIVE
+    provider: str | None = None  # the model the prompt asked for (its reply may say otherwise)
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

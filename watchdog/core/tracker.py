@@ -722,6 +722,8 @@ class Tracker:
             accepted_at=self._wall - (self._now - accepted),
             directory=event.directory or session.directory,
             parent_session_id=session.parent_id,
+            provider=event.provider,
+            model=event.model,
         )
         p = _Prompt(
             id=mid,
@@ -793,9 +795,10 @@ class Tracker:
             if q.turn is None:
                 self._signal(q, Signal.BEHIND, out)
         if event.provider or event.model:
+            # The reply says which model answers; the prompt only said which it asked for.
             session.provider, session.model = event.provider, event.model
             for q in turn.members:
-                if q.ref.provider is None and q.ref.model is None:
+                if (q.ref.provider, q.ref.model) != (event.provider, event.model):
                     q.ref = replace(q.ref, provider=event.provider, model=event.model)
         if new_step:
             self._turn_activity(turn, out, content=False)  # the next step of a reply began

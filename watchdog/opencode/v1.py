@@ -350,11 +350,15 @@ def _message(info: Mapping[str, Any], directory: str | None) -> Event:
         # A time.created that is no usable time (1e300, a 20-digit integer) still stores a
         # prompt: the core times it from its arrival and counts the bad field.
         created = wire_ms(time.get("created"))
+        chosen = info.get("model")
+        chosen = chosen if isinstance(chosen, dict) else {}
         return PromptAdmitted(
             session_id=session_id,
             message_id=message_id,
             created_at=None if created is None else created / 1000.0,
             directory=directory,
+            provider=opt_str(chosen, "providerID"),
+            model=opt_str(chosen, "modelID"),
         )
     if role != "assistant":
         raise BadFieldError("unknown role")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -27,6 +28,7 @@ from watchdog.core.transitions import (
     Stalled,
     StallKind,
     Transition,
+    Usage,
 )
 
 # Real replies run from under a second to half an hour of tool work; the buckets reach 30 minutes.
@@ -36,6 +38,15 @@ _Family = TypeVar("_Family", Counter, Histogram)
 
 OTHER_TYPE = "other"
 DEFAULT_EVENT_TYPE_CAP = 200
+# Provider/model labels: at most this many distinct (provider, model) pairs over all servers get
+# labels of their own; later ones count as provider="other", model="other". A prompt whose model
+# is not known (it stalled before OpenCode named one, or failed before it was stored) counts as
+# "unknown". Each value is cut to MAX_LABEL_CHARS.
+DEFAULT_MODEL_CAP = 20
+MAX_LABEL_CHARS = 100
+OTHER_MODEL = "other"
+UNKNOWN_MODEL = "unknown"
+TOKEN_TYPES = ("input", "output", "reasoning", "cache_read", "cache_write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,7 @@ class Metrics:
         snapshots: Callable[[], Iterable[ServerSnapshot]],
         *,
         event_type_cap: int = DEFAULT_EVENT_TYPE_CAP,
+        model_cap: int = DEFAULT_MODEL_CAP,
     ) -> None:
         self.registry = registry
         # `_created` series double the count and nothing reads them; exporters turn them off.
@@ -140,6 +152,42 @@ class Metrics:
             "Reloads (SIGHUP) refused because the new configuration did not load; the old one runs on.",
             registry=registry,
         )
+        # Per provider and model (bounded: see DEFAULT_MODEL_CAP).
+        self.model_labels = ModelLabels(model_cap)
+        self.model_first_response = Histogram(
+            "opencode_watchdog_model_first_response_seconds",
+            "Time from the start of a prompt's turn to the model's first output, by provider and "
+            "model (the provider's share: waits behind an earlier prompt are left out).",
+            ["server", "provider", "model"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.model_stalls = Counter(
+            "opencode_watchdog_model_stalls",
+            "Stalls reported, by provider, model and kind.",
+            ["server", "provider", "model", "kind"],
+            registry=registry,
+        )
+        self.model_failures = Counter(
+            "opencode_watchdog_model_failures",
+            "Prompts that ended in an error (outcome failed), by provider and model.",
+            ["server", "provider", "model"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "opencode_watchdog_tokens",
+            "Tokens used by completed assistant messages, by provider, model and type "
+            "(input, output, reasoning, cache_read, cache_write).",
+            ["server", "provider", "model", "type"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "opencode_watchdog_cost_usd",
+            "Cost of completed assistant messages as OpenCode reports it (US dollars), by "
+            "provider and model.",
+            ["server", "provider", "model"],
+            registry=registry,
+        )
         registry.register(_StateCollector(snapshots))
 
     def count_event(self, server: str, event_type: str, n: int = 1) -> None:
@@ -171,18 +219,90 @@ class Metrics:
     def emit(self, transition: Transition) -> None:
         """Sink method: turn transitions into counts."""
         server = transition.prompt.server
+        ref = transition.prompt
         match transition:
             case Accepted():
                 self._child(self.prompts_accepted, server).inc()
-            case FirstResponse(latency=latency):
+            case FirstResponse(latency=latency, since_turn=since_turn):
                 self._child(self.first_response, server).observe(latency)
+                provider, model = self._model(server, ref.provider, ref.model)
+                self._child(self.model_first_response, server, provider, model).observe(since_turn)
             case Stalled(kind=kind):
                 self._child(self.stalls, server, kind.value).inc()
+                provider, model = self._model(server, ref.provider, ref.model)
+                self._child(self.model_stalls, server, provider, model, kind.value).inc()
             case Completed(outcome=outcome, duration=duration):
                 self._child(self.prompts_completed, server, outcome.value).inc()
                 self._child(self.reply_duration, server, outcome.value).observe(duration)
+                if outcome is Outcome.FAILED:
+                    provider, model = self._model(server, ref.provider, ref.model)
+                    self._child(self.model_failures, server, provider, model).inc()
+            case Usage(provider=used_provider, model=used_model, tokens=tokens, cost=cost):
+                provider, model = self._model(server, used_provider, used_model)
+                if tokens is not None:
+                    for kind_name, n in zip(
+                        TOKEN_TYPES,
+                        (
+                            tokens.input,
+                            tokens.output,
+                            tokens.reasoning,
+                            tokens.cache_read,
+                            tokens.cache_write,
+                        ),
+                        strict=True,
+                    ):
+                        if n > 0:
+                            self._child(self.tokens, server, provider, model, kind_name).inc(n)
+                if cost is not None and cost > 0 and math.isfinite(cost):
+                    self._child(self.cost, server, provider, model).inc(cost)
             case Resolved():
                 pass
+
+    def _model(self, server: str, provider: str | None, model: str | None) -> tuple[str, str]:
+        """The bounded labels of a provider/model; its series exist at zero from its first
+        sighting on a server, so the first stall or failure shows in rate() too."""
+        labels, new = self.model_labels.labels(server, provider, model)
+        if new:
+            p, m = labels
+            self._child(self.model_failures, server, p, m)
+            self._child(self.cost, server, p, m)
+            for kind in StallKind:
+                self._child(self.model_stalls, server, p, m, kind.value)
+            for kind_name in TOKEN_TYPES:
+                self._child(self.tokens, server, p, m, kind_name)
+        return labels
+
+
+class ModelLabels:
+    """Bounded (provider, model) label values: the first ``cap`` distinct pairs keep their names,
+    later ones share ``other``; a missing provider and model is ``unknown``."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._known: set[tuple[str, str]] = set()
+        self._on: set[tuple[str, str, str]] = set()  # (server, provider, model) already made
+
+    def labels(
+        self, server: str, provider: str | None, model: str | None
+    ) -> tuple[tuple[str, str], bool]:
+        """The labels, and whether this server shows them for the first time."""
+        if not provider and not model:
+            pair = (UNKNOWN_MODEL, UNKNOWN_MODEL)
+        else:
+            pair = (
+                (provider or UNKNOWN_MODEL)[:MAX_LABEL_CHARS],
+                (model or UNKNOWN_MODEL)[:MAX_LABEL_CHARS],
+            )
+            if pair not in self._known:
+                if len(self._known) >= self._cap:
+                    pair = (OTHER_MODEL, OTHER_MODEL)
+                else:
+                    self._known.add(pair)
+        key = (server, *pair)
+        if key in self._on:
+            return pair, False
+        self._on.add(key)
+        return pair, True
 
 
 class _EventCounts(Collector):
