@@ -154,8 +154,10 @@ async def test_reconcile_skips_a_huge_answer_and_counts_it() -> None:
                 )
                 tg.cancel_scope.cancel()
     assert sample(daemon, "opencode_watchdog_oversized_total", server="oc", what="answer") == 1.0
-    failed = next(e for e in logs if e["event"] == "reconcile.status_failed")
+    failed = next(e for e in logs if e["event"] == "reconcile.read_failed")
+    assert failed["what"] == "status"
     assert "more than 65536 bytes" in failed["error"]
+    assert sample(daemon, "opencode_watchdog_reconcile_failures_total", server="oc", what="status")
 
 
 async def test_headers_that_never_come_time_out_and_show_connecting() -> None:

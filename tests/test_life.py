@@ -8,13 +8,16 @@ stands beside the real ones.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from tests.conftest import FIXTURES, wait_for
 from watchdog.app.cli import main
 from watchdog.app.config import RawOptions, load
 from watchdog.app.daemon import Daemon
@@ -24,6 +27,7 @@ from watchdog.core.transitions import Completed, Outcome, Resolved, Stalled, Tra
 pytestmark = pytest.mark.anyio
 
 DIRECTORY = "/srv/proj"
+SSE = {"content-type": "text/event-stream"}
 
 
 @pytest.fixture
@@ -284,3 +288,94 @@ async def test_a_reload_that_raises_anything_keeps_the_old_config() -> None:
         "RuntimeError: disk on fire"
     ]
     assert sample(daemon, "opencode_watchdog_config_reload_failures_total") == 1
+
+
+# -- items 1 and 8 at the watch: retried reads, and a second read after each connect ----------
+
+CONNECTED = b'data: {"payload":{"type":"server.connected","properties":{}}}\n\n'
+
+
+async def held_open() -> AsyncIterator[bytes]:
+    yield CONNECTED
+    await anyio.sleep_forever()
+
+
+def hung_messages() -> list[Any]:
+    path = FIXTURES / "1.18.33" / "rest" / "session-messages-hung.json"
+    return list(json.loads(path.read_text(encoding="utf-8")))
+
+
+async def test_a_prompt_whose_first_events_were_lost_is_found_by_the_second_read() -> None:
+    """Item 8: OpenCode can lose a new subscription's first events (rule 15 of the reference).
+    The server says nothing runs at the connect's read and has a busy session a moment later,
+    whose events the stream never carried: the read `follow_up_delay` after the connect finds
+    it. (Here the delay is 0: what is checked is that a second read happens, not when.)"""
+    messages = hung_messages()
+    sid = messages[0]["info"]["sessionID"]
+    status_reads = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal status_reads
+        path = request.url.path
+        if path == "/global/event":
+            return httpx.Response(200, headers=SSE, content=held_open())
+        if path == "/session/status":
+            status_reads += 1
+            return httpx.Response(200, json={} if status_reads == 1 else {sid: {"type": "busy"}})
+        if path == f"/session/{sid}/message":
+            return httpx.Response(200, json=messages)
+        return httpx.Response(200, json=[])
+
+    daemon = Daemon(
+        load(RawOptions(servers=["oc=http://oc.test"]), {}),
+        transport=httpx.MockTransport(handler),
+    )
+    watch = daemon.watches[0]
+    watch.follow_up_delay = 0.0
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_for(lambda: watch.tracker.pending_count == 1, "the prompt found by REST")
+        tg.cancel_scope.cancel()
+    assert watch.reconciles == 2
+    assert status_reads == 2
+    assert watch.tracker.pending(0)[0].ref.message_id == messages[0]["info"]["id"]
+
+
+async def test_a_failed_read_is_logged_once_counted_and_retried_until_it_reads() -> None:
+    """Item 1: `/session/status` fails three times, then reads. Each failure is counted, the
+    first is logged with its cause, the recovery once; the reads go on until one succeeds."""
+    status_reads = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal status_reads
+        path = request.url.path
+        if path == "/global/event":
+            return httpx.Response(200, headers=SSE, content=held_open())
+        if path == "/session/status":
+            status_reads += 1
+            return httpx.Response(503 if status_reads <= 3 else 200, json={})
+        return httpx.Response(200, json=[])
+
+    daemon = Daemon(
+        load(RawOptions(servers=["oc=http://oc.test"]), {}),
+        transport=httpx.MockTransport(handler),
+    )
+    watch = daemon.watches[0]
+    watch.follow_up_delay = None
+    watch.retry_delay = 0.0
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            await wait_for(
+                lambda: any(e["event"] == "reconcile.read_recovered" for e in logs), "recovery"
+            )
+            tg.cancel_scope.cancel()
+    failed = [e for e in logs if e["event"] == "reconcile.read_failed"]
+    assert [(e["what"], e["log_level"]) for e in failed] == [("status", "warning")]
+    assert "answered HTTP 503" in failed[0]["error"]
+    assert status_reads == 4
+    assert watch.reconciles == 4
+    counted = sample(
+        daemon, "opencode_watchdog_reconcile_failures_total", server="oc", what="status"
+    )
+    assert counted == 3

@@ -176,6 +176,10 @@ async def _demo(host: str, port: int, hold: bool) -> int:
         timeouts=DEMO_TIMEOUTS,
     )
     daemon = Daemon(config, transport=server.transport())
+    for watch in daemon.watches:
+        # The simulated server answers REST as OpenCode does before the recording begins; the
+        # read a few seconds after connecting would find it contradicting its own recording.
+        watch.follow_up_delay = None
     log.info(
         "demo.start",
         note="a simulated OpenCode server plays a bundled recording; timeouts are 2 s",

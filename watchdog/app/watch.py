@@ -19,7 +19,7 @@ from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import Transition
 from watchdog.io.backoff import Backoff
 from watchdog.io.probe import ProbeSessions, find_probe_sessions
-from watchdog.io.reconcile import MAX_DIRECTORIES, read_snapshots
+from watchdog.io.reconcile import MAX_DIRECTORIES, ReadFailure, read_state
 from watchdog.io.record import Recorder
 from watchdog.io.source import (
     AuthError,
@@ -41,6 +41,13 @@ HEALTHY_AFTER = 60.0
 AUTH_RETRY_FLOOR = 30.0
 # `/status` lists this many pending prompts per server, oldest first, and gives the total.
 STATUS_PENDING_LIMIT = 500
+# OpenCode 1.18.33 lost all first events of a session created 0.15 s after a subscription opened
+# about 1 run in 30 (0 in 30 with 2 s between them): the state is read once more this long after
+# each (re)connect.
+RECONCILE_FOLLOW_UP = 3.0
+# A failed REST read is tried again after this long, doubling up to the cap, until it reads.
+RECONCILE_RETRY = 5.0
+RECONCILE_RETRY_CAP = 60.0
 
 
 class StreamState(enum.StrEnum):
@@ -111,6 +118,10 @@ class ServerWatch:
         self._warned_types: set[str] = set()
         self._api = api
         self._reconcile_wanted = anyio.Event()
+        self.follow_up_delay: float | None = RECONCILE_FOLLOW_UP  # None: no second read
+        self.retry_delay = RECONCILE_RETRY
+        self.reconciles = 0  # reconciles fed to the tracker
+        self._failing_reads: set[tuple[str, str | None]] = set()
         self._connections = 0
         self._restarted = False
         self._recorder = recorder  # `run --record`
@@ -232,45 +243,94 @@ class ServerWatch:
         )
 
     async def reconcile_forever(self) -> None:
-        """After every (re)connect, read what the stream cannot replay and feed it to the tracker."""
+        """After every (re)connect, read what the stream cannot replay and feed it to the tracker.
+
+        Once at the connect, once more ``follow_up_delay`` later (OpenCode can lose a new
+        subscription's first events), then again with a growing delay while a read fails.
+        """
         if self._api is None:
             return
         while True:
             await self._reconcile_wanted.wait()
-            self._reconcile_wanted = anyio.Event()
-            taken_at = self._monotonic()
-            # After a restart the probe's sessions are known again by their title, before any
-            # snapshot of them could reach the tracker.
-            await find_probe_sessions(
+            follow_up = True
+            retry_delay = self.retry_delay
+            while True:
+                self._reconcile_wanted = anyio.Event()
+                failed = await self._reconcile_once()
+                if follow_up and self.follow_up_delay is not None:
+                    delay, follow_up = self.follow_up_delay, False
+                elif failed:
+                    delay = retry_delay
+                    retry_delay = min(RECONCILE_RETRY_CAP, retry_delay * 2)
+                else:
+                    break
+                with anyio.move_on_after(delay):
+                    await self._reconcile_wanted.wait()
+                if self._reconcile_wanted.is_set():  # a new connection: start over
+                    follow_up, retry_delay = True, self.retry_delay
+
+    async def _reconcile_once(self) -> bool:
+        """One reconcile; True when a read failed that reading again may fix."""
+        assert self._api is not None
+        taken_at = self._monotonic()
+        # After a restart the probe's sessions are known again by their title, before any
+        # snapshot of them could reach the tracker.
+        await find_probe_sessions(
+            self._api,
+            [None, *self.tracker.directories()][:MAX_DIRECTORIES],
+            self.probe_sessions,
+        )
+        try:
+            state = await read_state(
                 self._api,
-                [None, *self.tracker.directories()][:MAX_DIRECTORIES],
-                self.probe_sessions,
+                known_directories=self.tracker.directories(),
+                tracked=self.tracker.pending_sessions(),
+                taken_at=taken_at,
+                restarted=self._restarted,
             )
-            try:
-                snapshots = await read_snapshots(
-                    self._api,
-                    known_directories=self.tracker.directories(),
-                    tracked=self.tracker.pending_sessions(),
-                    taken_at=taken_at,
-                    restarted=self._restarted,
+        except StreamError as exc:
+            log.warning("reconcile.failed", server=self.name, error=str(exc))
+            return not isinstance(exc, AuthError)  # the stream's own retry deals with auth
+        self._note_failures(state.failures)
+        snapshots = state.snapshots
+        before = self.tracker.pending_count
+        now, wall = self._monotonic(), self._clock()
+        if self._recorder is not None:
+            self._recorder.write_snapshots(self.name, snapshots, wall, now)
+        self._dispatch(self.core.feed_snapshots(snapshots, now, wall))
+        self._reschedule()
+        self.reconciles += 1
+        log.info(
+            "reconcile.done",
+            server=self.name,
+            sessions=len(snapshots),
+            unknown=len(state.failures),
+            pending_before=before,
+            pending_after=self.tracker.pending_count,
+            seconds=round(self._monotonic() - taken_at, 3),
+        )
+        return any(f.retried for f in state.failures)
+
+    def _note_failures(self, failures: list[ReadFailure]) -> None:
+        """Count every failed read; log each the first time it fails, and when it reads again."""
+        failing: dict[tuple[str, str | None], ReadFailure] = {}
+        for failure in failures:
+            self._metrics.reconcile_failures.labels(server=self.name, what=failure.what).inc()
+            failing.setdefault((failure.what, failure.where), failure)
+        for key, failure in failing.items():
+            if key not in self._failing_reads:
+                log.warning(
+                    "reconcile.read_failed",
+                    server=self.name,
+                    what=failure.what,
+                    where=failure.where,
+                    error=failure.error,
+                    consequence="unknown to the tracker, which changes nothing it cannot know",
+                    retried=failure.retried,
                 )
-            except StreamError as exc:
-                log.warning("reconcile.failed", server=self.name, error=str(exc))
-                continue
-            before = self.tracker.pending_count
-            now, wall = self._monotonic(), self._clock()
-            if self._recorder is not None:
-                self._recorder.write_snapshots(self.name, snapshots, wall, now)
-            self._dispatch(self.core.feed_snapshots(snapshots, now, wall))
-            self._reschedule()
-            log.info(
-                "reconcile.done",
-                server=self.name,
-                sessions=len(snapshots),
-                pending_before=before,
-                pending_after=self.tracker.pending_count,
-                seconds=round(self._monotonic() - taken_at, 3),
-            )
+        for what, where in self._failing_reads - failing.keys():
+            log.info("reconcile.read_recovered", server=self.name, what=what, where=where)
+        self._failing_reads = set(failing)
 
     def snapshot(self) -> ServerSnapshot:
         """What the scrape-time gauges show for this server."""

@@ -54,6 +54,10 @@ class ProtocolError(StreamError):
     """The server answered, but not with an event stream (wrong URL, proxy page, 5xx)."""
 
 
+class AbsentError(ProtocolError):
+    """404 from a REST read: the server has no such endpoint (an older version) or object."""
+
+
 class ClosedError(StreamError):
     """The server closed the stream (restart, crash, proxy timeout)."""
 
@@ -205,6 +209,8 @@ class ServerApi:
                 raise AuthError(
                     f"{url} answered {response.status_code}: check the username and password"
                 )
+            if response.status_code == 404:
+                raise AbsentError(f"{url} answered HTTP 404")
             if response.status_code != 200:
                 raise ProtocolError(f"{url} answered HTTP {response.status_code}")
             _refuse_compressed(response, url)

@@ -37,6 +37,9 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 
 _Family = TypeVar("_Family", Counter, Histogram)
 
 OTHER_TYPE = "other"
+# What a reconcile reads over REST (the `what` of reconcile_failures_total); "directories" counts
+# reconciles that left directories past the cap unread, their sessions' state unknown.
+RECONCILE_READS = ("status", "permission", "question", "messages", "directories")
 DEFAULT_EVENT_TYPE_CAP = 200
 # Provider/model labels: at most this many distinct (provider, model) pairs over all servers get
 # labels of their own; later ones count as provider="other", model="other". A prompt whose model
@@ -188,6 +191,13 @@ class Metrics:
             ["server", "provider", "model"],
             registry=registry,
         )
+        self.reconcile_failures = Counter(
+            "opencode_watchdog_reconcile_failures",
+            "REST reads after a (re)connect that failed or were beyond the reconcile's reach, by what"
+            " (status, permission, question, messages, directories); each is unknown to the tracker.",
+            ["server", "what"],
+            registry=registry,
+        )
         registry.register(_StateCollector(snapshots))
 
     def count_event(self, server: str, event_type: str, n: int = 1) -> None:
@@ -215,6 +225,8 @@ class Metrics:
             self.prompts_completed.labels(server=server, outcome=outcome.value)
         for kind in StallKind:
             self.stalls.labels(server=server, kind=kind.value)
+        for what in RECONCILE_READS:
+            self.reconcile_failures.labels(server=server, what=what)
 
     def emit(self, transition: Transition) -> None:
         """Sink method: turn transitions into counts."""
