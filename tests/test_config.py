@@ -110,8 +110,22 @@ def test_bad_file_keys_are_errors_not_silence(tmp_path: Path) -> None:
     """A typo in the config file is an error naming the key, not a silently ignored setting."""
     file = tmp_path / "c.toml"
     file.write_text("first_respons_timeout = 3\n")
-    with pytest.raises(ConfigError, match="first_respons_timeout: unknown key"):
+    with pytest.raises(ConfigError) as caught:
         load(RawOptions(config=str(file)), {})
+    assert str(caught.value) == (
+        f"{file}: unknown key 'first_respons_timeout' (did you mean 'first_response_timeout'?)"
+    )
+    # In [[servers]] the same words, the key quoted the same way.
+    file.write_text('[[servers]]\nurl = "http://127.0.0.1:4096"\npasword_file = "/x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(RawOptions(config=str(file)), {})
+    assert str(caught.value) == (
+        f"{file}: servers[0]: unknown key 'pasword_file' (did you mean 'password_file'?)"
+    )
+    file.write_text("zzz = 1\n")  # nothing close: no guess
+    with pytest.raises(ConfigError) as caught:
+        load(RawOptions(config=str(file)), {})
+    assert str(caught.value) == f"{file}: unknown key 'zzz'"
     file.write_text("this is = not toml [")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load(RawOptions(config=str(file)), {})

@@ -214,3 +214,5 @@ def test_example_config_loads_with_the_unit_as_shipped(tmp_path: Path) -> None:
     assert all(s.password == "s3cret" for s in config.servers)
     assert all(s.username == "opencode" for s in config.servers)
     assert config.timeouts.tool == 1800
+    # No sink is switched on by the example: an example address would be posted to on every alert.
+    assert (config.webhooks, config.alertmanagers) == ((), ())

@@ -6,6 +6,7 @@ raises ``ConfigError`` naming the option and the expected form; the CLI turns it
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import ssl
@@ -456,7 +457,7 @@ def _servers(
             where = f"{config_path}: servers[{i}]"
             unknown = set(table) - _SERVER_KEYS
             if unknown:
-                raise ConfigError(where, f"unknown key {sorted(unknown)[0]!r}")
+                raise ConfigError(where, unknown_key(sorted(unknown)[0], _SERVER_KEYS))
             if not isinstance(table.get("url"), str):
                 raise ConfigError(f"{where}.url", "expected a URL string")
             url = check_url(f"{where}.url", table["url"])
@@ -558,6 +559,13 @@ def _choice(found: tuple[str, Any] | None, allowed: Sequence[str], default: str)
     return value.lower()
 
 
+def unknown_key(key: str, known: set[str]) -> str:
+    """`unknown key 'x'`, with the closest known key when one is close enough."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -572,7 +580,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
     unknown = set(data) - _FILE_KEYS
     if unknown:
-        raise ConfigError(f"{path}: {sorted(unknown)[0]}", "unknown key")
+        raise ConfigError(str(path), unknown_key(sorted(unknown)[0], _FILE_KEYS))
     return data
 
 

@@ -379,6 +379,7 @@ class Daemon:
                     "daemon.started",
                     version=__version__,
                     listen=f"{self.config.listen_host}:{port}",
+                    page=page_url(self.config, port),
                     servers=[w.name for w in self.watches],
                     first_response_timeout=self.config.timeouts.first_response,
                     inactivity_timeout=self.config.timeouts.inactivity,
@@ -620,6 +621,17 @@ class Daemon:
             # Ping only while the timer loop still turns: a wedged daemon gets restarted.
             if time.monotonic() - self.timers.last_turn < max(interval, 2 * MAX_TIMER_SLEEP):
                 self._notifier.watchdog_ping()
+
+
+def page_url(config: Config, port: int) -> str:
+    """Where a browser on this machine finds the status page (a wildcard listen is loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(  # noqa: S104 - compared
+        config.listen_host, config.listen_host
+    )
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.web is not None and config.web.tls else "http"
+    return f"{scheme}://{host}:{port}/"
 
 
 def _recorder(config: Config) -> Recorder | None:

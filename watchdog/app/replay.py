@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,7 +24,7 @@ from watchdog.core.transitions import (
     Stalled,
     Transition,
 )
-from watchdog.io.record import snapshot_from_json
+from watchdog.io.record import DEFAULT_KEEP, snapshot_from_json
 from watchdog.opencode.ids import event_id_time
 from watchdog.opencode.v1 import V1Stream, decode_line
 from watchdog.opencode.wire import parse_json
@@ -342,15 +344,37 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+_ROTATED = re.compile(r"\.\d+$")
+
+
+def with_rotated(paths: Sequence[str], keep: int = DEFAULT_KEEP) -> list[str]:
+    """The files to read: each one given, and with a recording its rotated parts (``FILE.3``,
+    ``FILE.2``, ``FILE.1``, those that exist) unless given too; each file once."""
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for path in paths:
+        parts = [path]
+        if not _ROTATED.search(path):
+            older = [f"{path}.{n}" for n in range(keep, 0, -1)]
+            parts = [p for p in older if os.path.isfile(p)] + parts
+        for part in parts:
+            key = os.path.realpath(part)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(part)
+    return chosen
+
+
 def replay_files(
     paths: Sequence[str], timeouts: Timeouts, candidates: Sequence[float], *, as_json: bool
 ) -> str:
     """The `replay` command's output for recordings or captures (read in the order given).
 
-    Raises OSError when a file cannot be read.
+    A recording's rotated parts are read with it (``replay events.jsonl`` reads
+    ``events.jsonl.1`` too, when it exists). Raises OSError when a file cannot be read.
     """
     recording: list[Recorded] = []
-    for path in paths:
+    for path in with_rotated(paths):
         with open(path, encoding="utf-8") as f:
             recording += read_file(f.readlines(), name="capture")
     recording.sort(key=lambda rec: rec.now)  # stable: events of one moment keep their order

@@ -38,6 +38,21 @@ class StreamError(Exception):
     """The stream could not be opened or broke; ``str()`` is safe to log (no credentials)."""
 
 
+NO_CREDENTIALS_HINT = (
+    "no password was given: set OPENCODE_SERVER_PASSWORD, --password-file, or the server's "
+    "password_file in the config"
+)
+
+
+def auth_error(url: str, response: httpx.Response) -> AuthError:
+    """A 401/403 in words: no password sent at all, or the one sent was refused."""
+    if response.status_code == 401 and "authorization" not in response.request.headers:
+        return AuthError(
+            f"{url} answered 401 (the server asks for a password): {NO_CREDENTIALS_HINT}"
+        )
+    return AuthError(f"{url} answered {response.status_code}: check the username and password")
+
+
 class AuthError(StreamError):
     """401/403: the credentials are wrong; retrying fast will not help."""
 
@@ -128,9 +143,7 @@ class EventSource:
                         f"{url}: no response headers within {self.headers_timeout:g} s"
                     ) from None
                 if response.status_code in (401, 403):
-                    raise AuthError(
-                        f"{url} answered {response.status_code}: check the username and password"
-                    )
+                    raise auth_error(url, response)
                 if response.status_code == 404:
                     raise _NotFoundError
                 if response.status_code != 200:
@@ -206,9 +219,7 @@ class ServerApi:
             "GET", url, params=query, headers=_REST_HEADERS, timeout=self._timeout
         ) as response:
             if response.status_code in (401, 403):
-                raise AuthError(
-                    f"{url} answered {response.status_code}: check the username and password"
-                )
+                raise auth_error(url, response)
             if response.status_code == 404:
                 raise AbsentError(f"{url} answered HTTP 404")
             if response.status_code != 200:
