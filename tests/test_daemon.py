@@ -114,6 +114,8 @@ async def test_dropped_stream_reconnects_and_counts() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal connections
+        if request.url.path == "/api/info":  # api = "auto" asks first: a 1.x server has none
+            return httpx.Response(404)
         connections += 1
         greeting = frames("normal")[:1]
         body = finite(greeting) if connections == 1 else hold_open(greeting)

@@ -38,7 +38,8 @@ async def test_both_stream_paths_404_mark_the_stream_down_and_retry() -> None:
     paths: list[str] = []
 
     async def handler(request: Request, stream: ByteStream) -> None:
-        paths.append(request.path)
+        if request.path != "/api/info":  # api = "auto" asks it first: 404, so 1.x
+            paths.append(request.path)
         await stream.send(head(404, {"content-length": "0"}))
 
     async with hostile_server(handler) as url:

@@ -137,6 +137,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("current", "legacy"),
         help="payload shape of the probes, repeatable (default current)",
     )
+    run.add_argument(
+        "--api",
+        choices=("auto", "v1", "v2"),
+        help="API of the servers: auto asks GET /api/info at each connect (default auto);"
+        " per server: api",
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file with the same settings")
     run.add_argument("--log-format", metavar="auto|json|console")
     run.add_argument("--log-level", metavar="debug|info|warning|error")
@@ -247,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_text=args.record_text,
         max_pending_prompts=args.max_pending_prompts,
         max_sessions=args.max_sessions,
+        api=args.api,
     )
     try:
         config = load(options, environ)

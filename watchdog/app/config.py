@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from watchdog.core.settings import (
     DEFAULT_USERNAME,
+    ApiMode,
     ConfigError,
     Limits,
     ProbeShape,
@@ -120,6 +121,7 @@ class RawOptions:
     record_text: bool = False
     max_pending_prompts: str | None = None
     max_sessions: str | None = None
+    api: str | None = None  # `--api auto|v1|v2`: how every server without its own `api` is watched
 
 
 _FILE_KEYS = {
@@ -148,8 +150,9 @@ _FILE_KEYS = {
     "probe_shape",
     "record",
     "record_text",
+    "api",
 }
-_SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file"}
+_SERVER_KEYS = {"name", "url", "username", "password_file", "ca_file", "api"}
 
 
 def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
@@ -200,8 +203,18 @@ def load(options: RawOptions, environ: Mapping[str, str]) -> Config:
     default_username = environ.get("OPENCODE_SERVER_USERNAME") or DEFAULT_USERNAME
     ca_found = pick(options.ca_file, "ca_file")
     default_ca = check_ca_file(*ca_found) if ca_found else None
+    default_api = ApiMode(
+        _choice(pick(options.api, "api"), [m.value for m in ApiMode], ApiMode.AUTO.value)
+    )
     servers = _servers(
-        options, environ, file, config_path, default_username, default_password, warnings
+        options,
+        environ,
+        file,
+        config_path,
+        default_username,
+        default_password,
+        warnings,
+        default_api,
     )
     servers = tuple(
         s if s.ca_file or default_ca is None else replace(s, ca_file=default_ca) for s in servers
@@ -439,16 +452,17 @@ def _servers(
     username: str,
     password: str | None,
     warnings: list[str],
+    api: ApiMode = ApiMode.AUTO,
 ) -> tuple[ServerConfig, ...]:
     result: list[ServerConfig] = []
     if options.servers:
         for value in options.servers:
             name, url = parse_server("--server", value)
-            result.append(ServerConfig(name, url, username, password))
+            result.append(ServerConfig(name, url, username, password, api=api))
     elif environ.get(f"{ENV_PREFIX}SERVER"):
         for value in environ[f"{ENV_PREFIX}SERVER"].replace(",", " ").split():
             name, url = parse_server(f"{ENV_PREFIX}SERVER", value)
-            result.append(ServerConfig(name, url, username, password))
+            result.append(ServerConfig(name, url, username, password, api=api))
     elif "servers" in file:
         tables = file["servers"]
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -475,10 +489,17 @@ def _servers(
             ca_file = (
                 check_ca_file(f"{where}.ca_file", table["ca_file"]) if "ca_file" in table else None
             )
-            result.append(ServerConfig(name, url, user, secret, ca_file))
+            own_api = (
+                ApiMode(_choice((f"{where}.api", table["api"]), [m.value for m in ApiMode], ""))
+                if "api" in table
+                else api
+            )
+            result.append(ServerConfig(name, url, user, secret, ca_file, api=own_api))
     else:
         result.append(
-            ServerConfig(default_server_name(DEFAULT_SERVER), DEFAULT_SERVER, username, password)
+            ServerConfig(
+                default_server_name(DEFAULT_SERVER), DEFAULT_SERVER, username, password, api=api
+            )
         )
     names = [s.name for s in result]
     duplicate = next((n for n in names if names.count(n) > 1), None)

@@ -26,9 +26,9 @@ from watchdog.app.page import PageView, ServerView
 from watchdog.app.page import render as render_page
 from watchdog.app.prober import Prober
 from watchdog.app.views import SESSIONS_LISTED, incident_doc
-from watchdog.app.watch import ServerWatch, StreamState
+from watchdog.app.watch import V2_HEARTBEAT, V2_MISSED_HEARTBEATS, ServerWatch, StreamState
 from watchdog.core.clock import iso
-from watchdog.core.settings import ConfigError, ServerConfig
+from watchdog.core.settings import ApiMode, ConfigError, ServerConfig
 from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import Transition
 from watchdog.io.endpoint import Endpoint, Health, bound_port
@@ -181,7 +181,7 @@ class Daemon:
         self.prober: Prober | None = None
         if config.probe_interval is not None:
             self.prober = Prober(
-                lambda: self.config.servers,
+                self._probe_targets,
                 lambda name: self.probe_sessions.setdefault(name, ProbeSessions()),
                 interval=config.probe_interval,
                 shapes=config.probe_shapes,
@@ -219,10 +219,17 @@ class Daemon:
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=server.ca_file) if server.ca_file else True
         )
+        # An OpenCode 2 stream is quiet for 15 s between its heartbeat comments: its read timeout
+        # is its liveness window, three of them (watch.py), when the liveness timeout is shorter.
+        read = (
+            liveness
+            if server.api is ApiMode.V1
+            else max(liveness, V2_MISSED_HEARTBEATS * V2_HEARTBEAT)
+        )
         client = httpx.AsyncClient(
             transport=self._transport,
             auth=auth,
-            timeout=httpx.Timeout(10.0, read=liveness),
+            timeout=httpx.Timeout(10.0, read=read),
             verify=verify,
             headers={"user-agent": USER_AGENT},
         )
@@ -253,7 +260,14 @@ class Daemon:
             liveness=liveness,
             probe_sessions=self.probe_sessions.setdefault(server.name, ProbeSessions()),
             recorder=self.recorder,
+            api_mode=server.api.value,
         )
+
+    def _probe_targets(self) -> list[ServerConfig]:
+        """The servers the admission probe may test: those known to speak 1.x. OpenCode 2 has no
+        prompt that stores without running the model (README, "Compatibility")."""
+        speaks = {w.name: w.api_in_use for w in self.watches}
+        return [s for s in self.config.servers if speaks.get(s.name) == "v1"]
 
     def _alerting(self, config: Config) -> _Alerting:
         sinks: list[Sink] = []
@@ -306,9 +320,8 @@ class Daemon:
         servers: dict[str, Any] = {}
         ok = True
         for w in self.watches:
-            fresh = (
-                w.status.last_event_mono is not None
-                and now - w.status.last_event_mono <= self.config.liveness_timeout
+            fresh = w.status.last_event_mono is not None and now - w.status.last_event_mono <= (
+                w.liveness_window or self.config.liveness_timeout
             )
             live = w.status.state is StreamState.UP and fresh
             ok = ok and live
@@ -354,6 +367,7 @@ class Daemon:
                 reconnects=w.status.reconnects,
                 pending=w.tracker.pending(mono),
                 sessions=w.tracker.sessions(mono, now, limit=SESSIONS_LISTED),
+                api=w.api_in_use,
             )
             for w in self.watches
         ]

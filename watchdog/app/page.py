@@ -34,6 +34,7 @@ class ServerView:
     reconnects: int
     pending: Sequence[PendingPrompt]
     sessions: Sequence[SessionView] = ()  # most recent first
+    api: str | None = None  # "v1" (/global/event) or "v2" (OpenCode 2, /api/event); None: not yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ def _servers(view: PageView) -> str:
             f'<div class="server" data-server="{e(s.name)}" data-state="{e(s.state)}">'
             f'<h3>{e(s.name)} <span class="badge {e(s.state)}">{e(s.state)}</span></h3>'
             f'<p class="url">{e(s.url)}</p>'
+            f'<p class="api">API {e(s.api or "not yet known")}</p>'
             f"<p>stream {e(s.state)} {e(since)} · last event {e(last)} · "
             f"{s.reconnects} reconnect(s) · {len(s.pending)} pending</p>{error}</div>"
         )

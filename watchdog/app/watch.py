@@ -19,7 +19,7 @@ from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import Transition
 from watchdog.io.backoff import Backoff
 from watchdog.io.probe import ProbeSessions, find_probe_sessions
-from watchdog.io.reconcile import MAX_DIRECTORIES, ReadFailure, read_state
+from watchdog.io.reconcile import MAX_DIRECTORIES, ReadFailure, Reconciled, read_state
 from watchdog.io.record import Recorder
 from watchdog.io.source import (
     AuthError,
@@ -30,7 +30,9 @@ from watchdog.io.source import (
     StreamPath,
 )
 from watchdog.io.sse import Oversized
+from watchdog.io.v2 import detect_api, read_snapshots_v2
 from watchdog.opencode.v1 import V1Stream
+from watchdog.opencode.v2 import V2Stream
 from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
 log = structlog.get_logger("watchdog.stream")
@@ -48,6 +50,10 @@ RECONCILE_FOLLOW_UP = 3.0
 # A failed REST read is tried again after this long, doubling up to the cap, until it reads.
 RECONCILE_RETRY = 5.0
 RECONCILE_RETRY_CAP = 60.0
+# OpenCode 2 sends its `: heartbeat` comment every 15 s (packages/server/src/handlers/event.ts);
+# three missed in a row make a dead stream.
+V2_HEARTBEAT = 15.0
+V2_MISSED_HEARTBEATS = 3
 
 
 class StreamState(enum.StrEnum):
@@ -93,8 +99,15 @@ class ServerWatch:
         liveness: float | None = None,
         probe_sessions: ProbeSessions | None = None,
         recorder: Recorder | None = None,
+        api_mode: str = "auto",
+        v2_heartbeat: float | None = None,
     ) -> None:
         self.name = name
+        # "auto" asks the server at every connect; "v1"/"v2" say which API it speaks.
+        self.api_mode = api_mode
+        self.api_in_use: str | None = None if api_mode == "auto" else api_mode
+        self.server_version: str | None = None  # what an OpenCode 2 server's /api/info says
+        self._v2_heartbeat = V2_HEARTBEAT if v2_heartbeat is None else v2_heartbeat
         # The admission probe's own sessions: their events never reach the tracker.
         self.probe_sessions = probe_sessions if probe_sessions is not None else ProbeSessions()
         self.url = url
@@ -125,6 +138,15 @@ class ServerWatch:
         self._connections = 0
         self._restarted = False
         self._recorder = recorder  # `run --record`
+
+    @property
+    def liveness_window(self) -> float | None:
+        """How long the stream may send nothing well-formed before it counts as dead. OpenCode 2
+        sends nothing but a comment every 15 s on a quiet stream: three of them at least."""
+        liveness = self._liveness
+        if liveness is not None and self.api_in_use == "v2":
+            return max(liveness, V2_MISSED_HEARTBEATS * self._v2_heartbeat)
+        return liveness
 
     @property
     def tracker(self) -> Tracker:
@@ -163,7 +185,8 @@ class ServerWatch:
         tenth of the window (moving a timer costs more than reading an event), so the window is
         between the liveness timeout and a tenth more.
         """
-        liveness = self._liveness
+        await self._choose_api()
+        liveness = self.liveness_window
         step = min(1.0, liveness / 10) if liveness is not None else 0.0
         with anyio.CancelScope() as silence:
             moved = anyio.current_time()
@@ -171,7 +194,10 @@ class ServerWatch:
                 silence.deadline = moved + liveness
             async with self.source.connect() as batches:
                 self.status.path = self.source.path.value
-                self.core.wire = V1Stream(directory_scoped=self.source.path is StreamPath.DIRECTORY)
+                if self.api_in_use != "v2":
+                    self.core.wire = V1Stream(
+                        directory_scoped=self.source.path is StreamPath.DIRECTORY
+                    )
                 async for batch in batches:
                     now, wall = self._monotonic(), self._clock()
                     earlier = alive = False
@@ -191,9 +217,29 @@ class ServerWatch:
                             silence.deadline = at + liveness
         if silence.cancelled_caught:
             raise SilentError(
-                f"no data within the liveness window of {self._liveness:g} s"
+                f"no data within the liveness window of {liveness:g} s"
                 " (no well-formed event arrived)"
             )
+
+    async def _choose_api(self) -> None:
+        """Which API to follow on this connect: the configured one, or (auto) what the server's
+        `GET /api/info` says; raises ``StreamError`` when the server cannot be asked."""
+        api = self.api_mode
+        if api == "auto":
+            if self._api is None:
+                api = "v1"
+            else:
+                api, version = await detect_api(self._api)
+                self.server_version = version
+        if api != self.api_in_use or not isinstance(
+            self.core.wire, V2Stream if api == "v2" else V1Stream
+        ):
+            if self.api_in_use is not None and api != self.api_in_use:
+                log.info("stream.api_changed", server=self.name, api=api)
+            self.source.use_api(api)
+            if api == "v2":
+                self.core.wire = V2Stream()
+            self.api_in_use = api
 
     def handle(self, data: str, now: float | None = None, wall: float | None = None) -> bool:
         """Feed one event to the core as if it had just arrived; True when it was well-formed."""
@@ -225,7 +271,7 @@ class ServerWatch:
             self._connections += 1
             self._restarted = self._connections > 1
             self._reconcile_wanted.set()
-        if core.probe_line:
+        if core.probe_line and self.api_in_use != "v2":  # the probe speaks only 1.x
             scoped = self.source.path is StreamPath.DIRECTORY
             self.probe_sessions.publish(data, directory_scoped=scoped)
             return False
@@ -273,21 +319,31 @@ class ServerWatch:
         """One reconcile; True when a read failed that reading again may fix."""
         assert self._api is not None
         taken_at = self._monotonic()
-        # After a restart the probe's sessions are known again by their title, before any
-        # snapshot of them could reach the tracker.
-        await find_probe_sessions(
-            self._api,
-            [None, *self.tracker.directories()][:MAX_DIRECTORIES],
-            self.probe_sessions,
-        )
         try:
-            state = await read_state(
-                self._api,
-                known_directories=self.tracker.directories(),
-                tracked=self.tracker.pending_sessions(),
-                taken_at=taken_at,
-                restarted=self._restarted,
-            )
+            if self.api_in_use == "v2":
+                state = Reconciled(
+                    await read_snapshots_v2(
+                        self._api,
+                        tracked=self.tracker.pending_sessions(),
+                        taken_at=taken_at,
+                        restarted=self._restarted,
+                    )
+                )
+            else:
+                # After a restart the probe's sessions are known again by their title, before
+                # any snapshot of them could reach the tracker.
+                await find_probe_sessions(
+                    self._api,
+                    [None, *self.tracker.directories()][:MAX_DIRECTORIES],
+                    self.probe_sessions,
+                )
+                state = await read_state(
+                    self._api,
+                    known_directories=self.tracker.directories(),
+                    tracked=self.tracker.pending_sessions(),
+                    taken_at=taken_at,
+                    restarted=self._restarted,
+                )
         except StreamError as exc:
             log.warning("reconcile.failed", server=self.name, error=str(exc))
             return not isinstance(exc, AuthError)  # the stream's own retry deals with auth
@@ -344,6 +400,7 @@ class ServerWatch:
             evicted_sessions=self.tracker.evicted_sessions,
             evicted_prompts=self.tracker.evicted_prompts,
             unusable_times=self.tracker.unusable_times,
+            api=self.api_in_use,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -352,6 +409,9 @@ class ServerWatch:
         return {
             "server": self.name,
             "url": self.url,
+            "api": self.api_in_use,
+            "api_mode": self.api_mode,
+            "server_version": self.server_version,
             "stream": {
                 "state": self.status.state.value,
                 "path": self.status.path,

@@ -46,6 +46,14 @@ class ProbeShape(enum.StrEnum):
     LEGACY = "legacy"  # no ids, with agent and model, as older clients send them
 
 
+class ApiMode(enum.StrEnum):
+    """Which API generation a server is watched with."""
+
+    AUTO = "auto"  # asked at every connect: `GET /api/info` (an OpenCode 2 server says its version)
+    V1 = "v1"  # OpenCode 1.x: `/global/event` (or `/event`)
+    V2 = "v2"  # OpenCode 2 (`opencode2`): `/api/event`
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """One OpenCode server to watch."""
@@ -55,3 +63,4 @@ class ServerConfig:
     username: str = DEFAULT_USERNAME
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None  # PEM bundle to verify the server's certificate (private CA)
+    api: ApiMode = field(default_factory=lambda: ApiMode.AUTO)

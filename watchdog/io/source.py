@@ -21,6 +21,7 @@ from watchdog.opencode.wire import parse_json
 
 GLOBAL_PATH = "/global/event"
 DIRECTORY_PATH = "/event"
+API_PATH = "/api/event"  # OpenCode 2 (`opencode2`); 1.18's own experimental one falls silent
 # OpenCode answers REST within milliseconds once up; 10 s covers a loaded server.
 DEFAULT_HEADERS_TIMEOUT = 10.0
 # Message lists carry tool output and attachments (base64 images): a few MB is normal.
@@ -82,13 +83,15 @@ class StreamPath(enum.StrEnum):
 
     GLOBAL = GLOBAL_PATH  # every project directory of the server, payloads wrapped
     DIRECTORY = DIRECTORY_PATH  # older servers: the server's own directory only
+    API = API_PATH  # OpenCode 2: every directory, each event carrying its location
 
 
 Batch = list[str | Oversized]  # what one network read finished: events' data, and skips
 
 
 class EventSource:
-    """Opens OpenCode's event stream, preferring `/global/event` and falling back to `/event`."""
+    """Opens OpenCode's event stream: for 1.x, `/global/event`, falling back to `/event`; for
+    OpenCode 2 (``use_api("v2")``), `/api/event`, whose keep-alive comments it passes on."""
 
     def __init__(
         self,
@@ -104,10 +107,26 @@ class EventSource:
         self.max_event_bytes = max_event_bytes
         self.headers_timeout = headers_timeout
 
+    def use_api(self, api: str) -> None:
+        """Follow the stream of API generation ``api`` ("v1" or "v2") from the next connect."""
+        if api == "v2":
+            self.path = StreamPath.API
+        elif self.path is StreamPath.API:
+            self.path = StreamPath.GLOBAL
+
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncIterator[Batch]]:
         """Open the stream; yields the events' data, one batch per network read (one await per
         read, not per event). Raises ``StreamError``."""
+        if self.path is StreamPath.API:
+            try:
+                async with self._open(self.path) as batches:
+                    yield batches
+            except _NotFoundError:
+                raise ProtocolError(
+                    f"{self._base}{API_PATH} answered 404 (is this an OpenCode 2 server?)"
+                ) from None
+            return
         try:
             async with self._open(self.path) as batches:
                 yield batches
@@ -157,7 +176,8 @@ class EventSource:
                 # Many chunks per network read when the connection allows it (io/chunked.py),
                 # else through httpx, a chunk at a time.
                 body = body_reader(response) or response.aiter_raw()
-                yield _batches(body, url, SSESplitter(self.max_event_bytes))
+                splitter = SSESplitter(self.max_event_bytes, comments=path is StreamPath.API)
+                yield _batches(body, url, splitter)
         except StreamError:
             raise
         except httpx.HTTPError as exc:
@@ -191,9 +211,18 @@ class ServerApi:
         self._on_too_large = on_too_large
 
     async def get(
-        self, path: str, *, directory: str | None = None, params: dict[str, str] | None = None
+        self,
+        path: str,
+        *,
+        directory: str | None = None,
+        params: dict[str, str] | None = None,
+        json_only: bool = False,
     ) -> object:
-        """GET a JSON document; raises ``StreamError`` subclasses like the stream does."""
+        """GET a JSON document; raises ``StreamError`` subclasses like the stream does.
+
+        ``json_only``: an answer that does not say it is JSON is refused (``ProtocolError``)
+        before its body is read (a web app's page, an endless event stream).
+        """
         url = f"{self._base}{path}"
         query = dict(params or {})
         if directory:
@@ -201,7 +230,7 @@ class ServerApi:
         try:
             # A server dribbling its answer byte by byte must not hold reconcile forever.
             with anyio.fail_after(3 * self._timeout):
-                body = await self._read(url, query)
+                body = await self._read(url, query, json_only)
         except TimeoutError:
             raise SilentError(f"{url}: no complete answer within {3 * self._timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -214,7 +243,7 @@ class ServerApi:
         except ValueError:
             raise ProtocolError(f"{url} answered something that is not JSON") from None
 
-    async def _read(self, url: str, query: dict[str, str]) -> bytes:
+    async def _read(self, url: str, query: dict[str, str], json_only: bool = False) -> bytes:
         async with self._client.stream(
             "GET", url, params=query, headers=_REST_HEADERS, timeout=self._timeout
         ) as response:
@@ -224,6 +253,9 @@ class ServerApi:
                 raise AbsentError(f"{url} answered HTTP 404")
             if response.status_code != 200:
                 raise ProtocolError(f"{url} answered HTTP {response.status_code}")
+            content_type = response.headers.get("content-type", "")
+            if json_only and "json" not in content_type.lower():
+                raise ProtocolError(f"{url} answered {content_type or 'no content type'}")
             _refuse_compressed(response, url)
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_bytes:

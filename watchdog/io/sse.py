@@ -27,8 +27,13 @@ class Oversized:
 class SSESplitter:
     """Feed it the bytes of the stream as they come; it returns the data of each finished event."""
 
-    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, *, comments: bool = False
+    ) -> None:
         self.max_event_bytes = max_event_bytes
+        # With ``comments``, a block of comments only (OpenCode 2's `: heartbeat`) gives ``""``:
+        # the server is alive, and no event's data is ever empty (empty data is left out).
+        self.comments = comments
         self.oversized = 0  # events skipped because they were larger than max_event_bytes
         self._buffer = b""
         self._skipping = False  # the next finished block is the tail of an oversized event
@@ -67,7 +72,7 @@ class SSESplitter:
                     if len(block) > 6:
                         out.append(block[6:])
                 else:
-                    _parse_block(block, out)
+                    _parse_block(block, out, self.comments)
         # An unfinished event may hold its cap in content plus the line end that will finish it
         # (a newline, and a CR that may be half of a CRLF): anything beyond is over the cap.
         if len(rest) > limit + 2:
@@ -105,18 +110,27 @@ def _size_over(block: str, limit: int) -> int:
     return size if size > limit else 0
 
 
-def _parse_block(block: str, out: list[str | Oversized]) -> None:
+def _parse_block(block: str, out: list[str | Oversized], comments: bool = False) -> None:
     """The general case: several lines, other fields, comments, blank lines from extra newlines."""
     data: list[str] = []
+    commented = False
     for line in block.split("\n"):
         if not line:
+            if data:
+                commented = False
+            elif commented:
+                out.append("")  # a comment-only event: see ``SSESplitter.comments``
+                commented = False
             _dispatch(data, out)
             continue
         if line.startswith(":"):
+            commented = comments
             continue  # a comment
         name, _, value = line.partition(":")
         if name == "data":
             data.append(value[1:] if value.startswith(" ") else value)
+    if commented and not data:
+        out.append("")
     _dispatch(data, out)
 
 

@@ -238,7 +238,7 @@ class V2Stream:
                 if state.step_failed:
                     return self._stopped(sid, etype)  # the failing step already told its error
                 state.running = False
-                name, message = _error(d.get("error"))
+                name, message = structured_error(d.get("error"))
                 return SessionFailed(sid, name, message)
             case "session.execution.interrupted":
                 return self._interrupted(d, etype)
@@ -260,7 +260,7 @@ class V2Stream:
             case "session.step.ended" | "session.step.failed":
                 return self._step_end(etype, d)
             case "session.retry.scheduled":
-                _, message = _error(d.get("error"))
+                _, message = structured_error(d.get("error"))
                 attempt = d.get("attempt")
                 at = wire_ms(d.get("at"))
                 usable = (
@@ -397,7 +397,7 @@ class V2Stream:
                 cost=cost,
             )
         state.step_failed = True
-        name, message = _error(d.get("error"))
+        name, message = structured_error(d.get("error"))
         return ReplyFinished(
             session_id=sid,
             message_id=mid,
@@ -434,7 +434,7 @@ def _directory(env: Mapping[str, Any]) -> str | None:
     return opt_str(location, "directory") if isinstance(location, dict) else None
 
 
-def _error(error: object) -> tuple[str, str | None]:
+def structured_error(error: object) -> tuple[str, str | None]:
     """OpenCode 2's ``{type, message, status?}`` as (name, cut message); an abort has the name
     the tracker knows aborts by."""
     if not isinstance(error, dict):

@@ -64,6 +64,7 @@ class ServerSnapshot:
     evicted_sessions: int = 0
     evicted_prompts: int = 0
     unusable_times: int = 0
+    api: str | None = None  # "v1" or "v2": the API the stream speaks (None before any connect)
 
 
 class Metrics:
@@ -392,7 +393,14 @@ class _StateCollector(Collector):
             "Prompts whose server time was no usable time (each was timed from its arrival).",
             labels=["server"],
         )
+        api = GaugeMetricFamily(
+            "opencode_watchdog_server_api",
+            "1 for the API generation the server's stream speaks (v1: /global/event, v2: /api/event).",
+            labels=["server", "api"],
+        )
         for snap in self._snapshots():
+            if snap.api is not None:
+                api.add_metric([snap.name, snap.api], 1.0)
             unusable.add_metric([snap.name], snap.unusable_times)
             evictions.add_metric([snap.name, "sessions"], snap.evicted_sessions)
             evictions.add_metric([snap.name, "prompts"], snap.evicted_prompts)
@@ -408,4 +416,4 @@ class _StateCollector(Collector):
             labels=["version"],
         )
         build.add_metric([__version__], 1.0)
-        yield from (pending, oldest, up, last, evictions, unusable, build)
+        yield from (pending, oldest, up, last, evictions, unusable, api, build)
