@@ -117,3 +117,68 @@ def test_status_page_shows_the_stalled_prompt_in_chromium(
         f"--screenshot={shot}",
     )
     assert png_size(shot) == PHONE
+
+
+def test_status_page_shows_sessions_and_the_cause_of_a_failure_in_chromium(
+    opencode_server: OpenCodeServer, daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """The seed's failure (an unknown agent: 204, nothing stored, only `session.error`) and a
+    normal answered prompt, as Chromium renders `/`: both sessions in the sessions section (the
+    answered one idle with its outcome and history, the failed one failed), and the failed row
+    shows the server's message, that nothing was stored, and that no model was named."""
+    daemon = daemon_factory(
+        ["--server", opencode_server.server_arg(), "--log-format", "json"],
+        env=opencode_server.daemon_env(),
+    )
+    daemon.wait_for_sample("opencode_watchdog_stream_up", SERVER, lambda v: v == 1)
+    daemon.wait_for_log(lambda r: r.get("event") == "reconcile.done")
+    answered = opencode_server.create_session()
+    message = opencode_server.send_prompt(answered, "hello, the secret prompt text")
+    opencode_server.wait_for_reply(answered, message)
+    daemon.wait_for_sample(
+        "opencode_watchdog_prompts_completed_total",
+        {**SERVER, "outcome": "answered"},
+        lambda v: v == 1,
+    )
+    failing = opencode_server.create_session()
+    response = opencode_server.client.post(
+        f"/session/{failing}/prompt_async",
+        json={"agent": "no-such-agent", "parts": [{"type": "text", "text": "secret prompt text"}]},
+    )
+    assert response.status_code == 204
+    daemon.wait_for_sample(
+        "opencode_watchdog_prompts_completed_total",
+        {**SERVER, "outcome": "failed"},
+        lambda v: v == 1,
+    )
+
+    dom_text = browse(f"{daemon.base_url}/", tmp_path / "profile", "--dump-dom").stdout
+    dom = PageDom(dom_text)
+    sessions = {row.attrs["data-session"]: row for row in dom.of("session")}
+    assert list(sessions) == [failing, answered]  # most recent first
+    done = sessions[answered]
+    assert done.attrs["data-state"] == "idle"
+    assert done.cells["state"] == "idle"
+    assert done.cells["directory"] == str(opencode_server.project_dir)
+    assert done.cells["pending"] == "0"
+    assert done.cells["last outcome"].startswith("answered (")
+    history = done.cells["history"]
+    assert history.startswith(("2 states", "3 states", "4 states"))
+    # newest first: idle now ("so far"), after working
+    assert history.split("states", 1)[1].lstrip().startswith("idle")
+    assert "so far" in history
+    assert history.index("idle") < history.index("working")
+    assert sessions[failing].cells["state"] == "failed"
+    assert sessions[failing].cells["last outcome"].startswith("failed (")
+    [failure] = dom.of("incident")
+    assert failure.attrs["data-kind"] == "failed"
+    assert failure.cells["cause"] == (
+        'UnknownError: Agent not found: "no-such-agent". Available agents: build, explore, '
+        "general, plan"
+    )
+    assert failure.cells["now"] == "ended failed"
+    assert failure.cells["session"] == failing
+    assert failure.cells["message"] == "not stored"
+    assert failure.cells["model"] == "unknown: nothing was stored"
+    assert "secret prompt text" not in dom_text
+    assert opencode_server.password not in dom_text

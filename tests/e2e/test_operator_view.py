@@ -1,0 +1,137 @@
+"""What an operator sees, against the real `opencode serve` 1.18.33 and the real daemon: the seed's
+failure (an unknown agent: 204, nothing stored, only `session.error`) and a normal answered prompt
+in `/status` (recent problems, sessions, history), in `status` (table and exit code), in the per
+provider/model metrics, and the first-run messages (page URL, 401 without a password, a refused
+connection worded alike by `run` and `probe`, `status` with no daemon)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+from .conftest import DaemonFactory
+from .harness import REPO_ROOT, OpenCodeServer, WebhookReceiver, free_port
+from .test_never_answered import failed_alert, post_prompt
+from .test_scenarios import CALM, SERVER, expect, settle, watch
+
+AGENT_MESSAGE = 'Agent not found: "no-such-agent". Available agents: build, explore, general, plan'
+FAKE = {**SERVER, "provider": "fake", "model": "fake-1"}
+UNKNOWN = {**SERVER, "provider": "unknown", "model": "unknown"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "watchdog", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
+def by_id(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    return {item[key]: item for item in items}
+
+
+def test_the_seed_failure_and_an_answer_in_status_sessions_metrics_and_the_exit_code(
+    opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    daemon = watch(daemon_factory, opencode_server, webhook, CALM)
+    [started] = daemon.logs("daemon.started")
+    assert started["page"] == f"{daemon.base_url}/"
+
+    answered = opencode_server.create_session()
+    message = opencode_server.send_prompt(answered, "hello")
+    opencode_server.wait_for_reply(answered, message)
+    settle(daemon, expect(accepted=1, completed_answered=1), "the answered prompt")
+    failing = opencode_server.create_session()
+    assert post_prompt(opencode_server, failing, agent="no-such-agent") == 204
+    failed_alert(webhook, failing)
+    settle(
+        daemon,
+        expect(accepted=2, completed_answered=1, completed_failed=1, stall_failed=1),
+        "the failure",
+    )
+
+    status = daemon.status()
+    # Recent problems: the failure, with the server's message, not firing (it is over at once).
+    [failure] = status["recent"]
+    assert (failure["kind"], failure["session_id"], failure["message_id"]) == (
+        "failed",
+        failing,
+        None,
+    )
+    assert failure["cause"]["name"] == "UnknownError"
+    assert failure["cause"]["message"] == AGENT_MESSAGE
+    assert (failure["firing"], failure["outcome"]) == (False, "failed")
+    # Sessions: both, the failed one most recent; the answered one idle, with its history.
+    [server] = status["servers"]
+    sessions = by_id(server["sessions"], "session_id")
+    assert [s["session_id"] for s in server["sessions"][:2]] == [failing, answered]
+    assert (sessions[failing]["state"], sessions[failing]["last_outcome"]) == ("failed", "failed")
+    done = sessions[answered]
+    assert (done["state"], done["pending"], done["last_outcome"]) == ("idle", 0, "answered")
+    states = [h["state"] for h in done["history"]]
+    assert states[-2:] == ["working", "idle"]
+    assert done["history"][-1]["current"] is True
+    assert all(h["lasted_seconds"] >= 0 for h in done["history"])
+    assert done["directory"] == str(opencode_server.project_dir)
+
+    # `status`: exit 1 for a failure within 15 minutes, with the cause; 0 with a window shorter
+    # than the time since (1 ms: the failure is at least a REST round trip old).
+    shown = cli("status", "--url", daemon.base_url)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert AGENT_MESSAGE in shown.stdout
+    assert f"PROBLEM: local: prompt in session {failing} failed" in shown.stdout
+    assert answered in shown.stdout.split("SESSIONS")[1]
+    assert cli("status", "--url", daemon.base_url, "--since", "1ms").returncode == 0
+
+    # Per provider and model: the answer's tokens as the server stored them, its first response.
+    [reply] = [m for m in opencode_server.messages(answered) if m["info"]["role"] == "assistant"]
+    tokens = reply["info"]["tokens"]
+    assert tokens["input"] > 0
+    for kind, value in (
+        ("input", tokens["input"]),
+        ("output", tokens["output"]),
+        ("reasoning", tokens["reasoning"]),
+        ("cache_read", tokens["cache"]["read"]),
+        ("cache_write", tokens["cache"]["write"]),
+    ):
+        assert daemon.sample("opencode_watchdog_tokens_total", {**FAKE, "type": kind}) == value
+    assert daemon.sample("opencode_watchdog_model_first_response_seconds_count", FAKE) == 1
+    assert daemon.sample("opencode_watchdog_cost_usd_total", FAKE) == reply["info"]["cost"]
+    assert daemon.sample("opencode_watchdog_model_failures_total", FAKE) == 0
+    # The failure named no model: nothing was stored, and its session never had a reply.
+    assert daemon.sample("opencode_watchdog_model_failures_total", UNKNOWN) == 1
+    stalls = {**UNKNOWN, "kind": "failed"}
+    assert daemon.sample("opencode_watchdog_model_stalls_total", stalls) == 1
+
+
+def test_messages_a_person_can_act_on(
+    opencode_server: OpenCodeServer, daemon_factory: DaemonFactory
+) -> None:
+    """No password at all against a server that asks for one; a refused connection in `run` and
+    in `probe`; `status` with no daemon behind --url."""
+    no_password = daemon_factory(["--server", opencode_server.server_arg(), "--log-format", "json"])
+    down = no_password.wait_for_log(lambda r: r.get("event") == "stream.down")
+    assert "answered 401 (the server asks for a password): no password was given" in down["error"]
+
+    port = free_port()
+    refused = daemon_factory(["--server", f"dead=http://127.0.0.1:{port}", "--log-format", "json"])
+    gone = refused.wait_for_log(lambda r: r.get("event") == "stream.down")
+    assert gone["error"] == f"http://127.0.0.1:{port}/global/event: connection refused"
+    probe = cli("probe", "--server", f"http://127.0.0.1:{port}")
+    assert probe.returncode == 1
+    assert f"GET http://127.0.0.1:{port}/session: connection refused" in probe.stderr
+
+    status = cli("status", "--url", f"http://127.0.0.1:{port}")
+    assert status.returncode == 3
+    assert status.stderr == (
+        f"opencode-watchdog status: cannot read http://127.0.0.1:{port}/status "
+        "(connection refused): is the daemon running? (--url)\n"
+    )
