@@ -234,7 +234,8 @@ async def test_dropped_prompt_is_one_alert_with_a_finite_end() -> None:
 
 
 async def test_resend_loop_reposts_firing_alerts_with_a_fresh_end() -> None:
-    """Every resend interval, run() posts each firing alert again with endsAt moved forward."""
+    """run() posts what fires when it starts (a sink added by a reload learns it), then every
+    resend interval again, with endsAt moved forward."""
     fake = FakeAlertmanager()
     clock = Clock(T0 + 300)
     slept: list[float] = []
@@ -261,10 +262,11 @@ async def test_resend_loop_reposts_firing_alerts_with_a_fresh_end() -> None:
             for outbox in sink.outboxes:
                 tg.start_soon(outbox.run)
             tg.start_soon(sink.run)
-            await wait_for(lambda: len(fake.posts) == 5, "two resends")
+            await wait_for(lambda: len(fake.posts) == 6, "a send at start and two resends")
             tg.cancel_scope.cancel()
     assert slept == [30.0, 30.0, 30.0]
-    firing, resend_1, resend_2 = fake.posts[2:]
+    firing, at_start, resend_1, resend_2 = fake.posts[2:]
+    assert at_start.alerts == firing.alerts
     assert resend_1.alerts == [{**firing.alerts[0], "endsAt": "2023-11-14T22:20:50.000Z"}]
     assert resend_2.alerts == [{**firing.alerts[0], "endsAt": "2023-11-14T22:21:20.000Z"}]
     assert firing.alerts[0]["endsAt"] == "2023-11-14T22:20:20.000Z"  # T0 + 300 + 4 x 30 s

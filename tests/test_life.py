@@ -21,8 +21,10 @@ from tests.conftest import FIXTURES, wait_for
 from watchdog.app.cli import main
 from watchdog.app.config import RawOptions, load
 from watchdog.app.daemon import Daemon
-from watchdog.core.settings import ConfigError, Limits
+from watchdog.core.clock import iso
+from watchdog.core.settings import ConfigError, Limits, ProbeShape
 from watchdog.core.transitions import Completed, Outcome, Resolved, Stalled, Transition
+from watchdog.io.probe import ProbeResult, Step, StepTiming
 
 pytestmark = pytest.mark.anyio
 
@@ -379,3 +381,191 @@ async def test_a_failed_read_is_logged_once_counted_and_retried_until_it_reads()
         daemon, "opencode_watchdog_reconcile_failures_total", server="oc", what="status"
     )
     assert counted == 3
+
+
+# -- items 3 and 4: firing alerts live in the daemon, across reloads and removed servers -------
+
+
+class Receivers:
+    """Alertmanager and webhook endpoints behind the mock transport; OpenCode streams held open."""
+
+    def __init__(self) -> None:
+        self.alertmanager: list[dict[str, Any]] = []  # every alert posted, in order
+        self.webhook: list[dict[str, Any]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "am.test":
+            self.alertmanager.extend(json.loads(request.content))
+            return httpx.Response(200)
+        if request.url.host == "hook.test":
+            self.webhook.append(json.loads(request.content))
+            return httpx.Response(204)
+        if request.url.path == "/global/event":
+            return httpx.Response(200, headers=SSE, content=held_open())
+        return httpx.Response(200, json=[] if request.url.path != "/session/status" else {})
+
+    def am(self, message: str, *, resolved: bool, wall: float) -> list[dict[str, Any]]:
+        """Alerts posted for ``message``: resolutions end at ``wall`` or before, firing ones after."""
+        stamp = iso(wall)
+        assert stamp is not None
+        return [
+            a
+            for a in self.alertmanager
+            if a["labels"].get("message_id") == message and (a["endsAt"] <= stamp) == resolved
+        ]
+
+    def probe_am(self, server: str, *, resolved: bool, wall: float) -> list[dict[str, Any]]:
+        stamp = iso(wall)
+        assert stamp is not None
+        return [
+            a
+            for a in self.alertmanager
+            if a["labels"]["alertname"] == "OpenCodeProbeFailed"
+            and a["labels"]["server"] == server
+            and (a["endsAt"] <= stamp) == resolved
+        ]
+
+
+def live_daemon(
+    receivers: Receivers, clock: Clock, options: RawOptions, fresh: RawOptions
+) -> Daemon:
+    daemon = Daemon(
+        load(options, {}),
+        clock=lambda: clock.wall,
+        monotonic=lambda: clock.now,
+        transport=httpx.MockTransport(receivers.handle),
+        reload=lambda: load(fresh, {}),
+    )
+    for watch in daemon.watches:
+        watch.follow_up_delay = None
+    return daemon
+
+
+async def connected(daemon: Daemon) -> None:
+    """Every stream is up and its connect's REST read fed (it would end prompts fed before)."""
+    await wait_for(lambda: all(w.reconciles >= 1 for w in daemon.watches), "the first reads")
+
+
+async def test_a_reload_keeps_the_firing_alerts_and_a_later_abort_resolves_them() -> None:
+    """Item 3: adding a webhook and reloading rebuilt the Alertmanager sink with nothing
+    active: the stalled prompt's alert was never re-sent (Alertmanager let it lapse at its
+    endsAt while the prompt was still stalled) and an abort afterwards resolved nothing. Now
+    the firing alerts are the daemon's: the rebuilt sink sends them at once and re-sends them,
+    the new webhook hears of them, and the abort resolves the alert in both."""
+    clock = Clock()
+    receivers = Receivers()
+    before = RawOptions(
+        servers=["oc=http://oc.test"],
+        alertmanagers=["http://am.test:9093"],
+        first_response_timeout="10s",
+    )
+    after = RawOptions(
+        servers=["oc=http://oc.test"],
+        alertmanagers=["http://am.test:9093"],
+        first_response_timeout="10s",
+        webhooks=["http://hook.test/alerts"],
+    )
+    daemon = live_daemon(receivers, clock, before, after)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await connected(daemon)
+        feed(daemon, clock, prompt("ses_a", "msg_a", 1_800_000_000_000))
+        clock.advance(11)
+        tick(daemon, clock)
+        await wait_for(
+            lambda: len(receivers.am("msg_a", resolved=False, wall=clock.wall)) == 1, "fired"
+        )
+        daemon.reload_config()
+        await wait_for(
+            lambda: len(receivers.am("msg_a", resolved=False, wall=clock.wall)) == 2,
+            "the rebuilt Alertmanager sink sending what fires",
+        )
+        await wait_for(lambda: len(receivers.webhook) == 1, "the new webhook told")
+        assert daemon.alerting.alertmanager is not None
+        daemon.alerting.alertmanager.resend()  # the resend loop's work, without its minute
+        await wait_for(
+            lambda: len(receivers.am("msg_a", resolved=False, wall=clock.wall)) == 3, "re-sent"
+        )
+        clock.advance(5)
+        feed(daemon, clock, [event("session.deleted", {"info": {"id": "ses_a"}})])
+        await wait_for(
+            lambda: len(receivers.am("msg_a", resolved=True, wall=clock.wall)) == 1, "resolved"
+        )
+        await wait_for(lambda: len(receivers.webhook) == 2, "resolved on the new webhook")
+        tg.cancel_scope.cancel()
+    assert [(w["status"], w["kind"], w["message_id"]) for w in receivers.webhook] == [
+        ("firing", "no_response", "msg_a"),
+        ("resolved", "no_response", "msg_a"),
+    ]
+    assert receivers.webhook[1]["outcome"] == "aborted"
+    assert len(daemon.firing) == 0
+
+
+async def test_a_removed_server_resolves_its_prompt_and_probe_alerts() -> None:
+    """Item 4: server B removed by a reload while its prompt's stall and its probe alert fire:
+    both resolve (the probe's never did), and a probe of B still in flight fires nothing."""
+    clock = Clock()
+    receivers = Receivers()
+    both = RawOptions(
+        servers=["a=http://a.test", "b=http://b.test"],
+        alertmanagers=["http://am.test:9093"],
+        webhooks=["http://hook.test/alerts"],
+        first_response_timeout="10s",
+        probe_interval="1h",
+    )
+    only_a = RawOptions(
+        servers=["a=http://a.test"],
+        alertmanagers=["http://am.test:9093"],
+        webhooks=["http://hook.test/alerts"],
+        first_response_timeout="10s",
+        probe_interval="1h",
+    )
+    daemon = live_daemon(receivers, clock, both, only_a)
+    assert daemon.prober is not None
+    prober = daemon.prober
+    failed = ProbeResult(
+        server="b",
+        shape=ProbeShape.CURRENT,
+        ok=False,
+        started_at=clock.wall,
+        steps=(StepTiming(Step.STORED, 10.0, False),),
+        failed_step=Step.STORED,
+        reason="no user message stored within 10s of the 204",
+    )
+    async with anyio.create_task_group() as tg:
+        daemon.prober = None  # no probe loop: the test records the results itself
+        await tg.start(daemon.run)
+        daemon.prober = prober
+        await connected(daemon)
+        feed(daemon, clock, prompt("ses_b", "msg_b", 1_800_000_000_000), server=1)
+        clock.advance(11)
+        tick(daemon, clock)
+        prober.record(failed)
+        await wait_for(
+            lambda: (
+                len(receivers.am("msg_b", resolved=False, wall=clock.wall)) == 1
+                and len(receivers.probe_am("b", resolved=False, wall=clock.wall)) == 1
+            ),
+            "both fired",
+        )
+        clock.advance(1)
+        daemon.reload_config()
+        prober.record(failed)  # in flight when b was removed
+        await wait_for(
+            lambda: (
+                len(receivers.am("msg_b", resolved=True, wall=clock.wall)) == 1
+                and len(receivers.probe_am("b", resolved=True, wall=clock.wall)) == 1
+            ),
+            "both resolved",
+        )
+        await wait_for(lambda: len(receivers.webhook) == 4, "four webhook documents")
+        tg.cancel_scope.cancel()
+    assert sorted((w["status"], w["kind"]) for w in receivers.webhook) == [
+        ("firing", "no_response"),
+        ("firing", "probe_failed"),
+        ("resolved", "no_response"),
+        ("resolved", "probe_failed"),
+    ]
+    assert len(receivers.probe_am("b", resolved=False, wall=clock.wall)) == 1  # fired once
+    assert len(daemon.firing) == 0
+    assert prober.describe("b") == []

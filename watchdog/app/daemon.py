@@ -32,14 +32,16 @@ from watchdog.core.settings import ApiMode, ConfigError, ServerConfig
 from watchdog.core.tracker import Tracker
 from watchdog.core.transitions import Transition
 from watchdog.io.endpoint import Endpoint, Health, bound_port
-from watchdog.io.outbox import Outbox
+from watchdog.io.outbox import Letter, Outbox
 from watchdog.io.probe import ProbeSessions, ProbeSpec
 from watchdog.io.record import Recorder
 from watchdog.io.sdnotify import Notifier
 from watchdog.io.source import EventSource, ServerApi
 from watchdog.io.supervise import supervise
 from watchdog.sinks import Sink
+from watchdog.sinks.alert import describe, document
 from watchdog.sinks.alertmanager import AlertmanagerSink
+from watchdog.sinks.firing import FiringAlerts
 from watchdog.sinks.log import LogSink
 from watchdog.sinks.metrics import Metrics
 from watchdog.sinks.recent import RecentIncidents
@@ -161,6 +163,8 @@ class Daemon:
             headers={"user-agent": USER_AGENT},
         )
         self.recent = RecentIncidents()
+        # What fires now, kept across reloads: the sinks render and deliver, this remembers.
+        self.firing = FiringAlerts(on_untracked=self._untracked)
         self.recorder = _recorder(config)
         self._followers: dict[str, _Follower] = {}
         self._warned: set[str] = set()
@@ -190,6 +194,7 @@ class Daemon:
                 transport=transport,
                 clock=clock,
                 spec=probe_spec,
+                firing=self.firing,
             )
         # The status page shows the latest probe results; without probes it leaves them out.
         self.page_probes: Callable[[], Sequence[Mapping[str, object]]] | None = None
@@ -286,6 +291,7 @@ class Daemon:
                 count=self._delivery_counter("alertmanager"),
                 generator_url=f"http://{config.listen_host}:{config.listen_port}/status",
                 clock=self.clock,
+                firing=self.firing,
             )
             outboxes.extend(alertmanager.outboxes)
             sinks.append(alertmanager)
@@ -309,6 +315,34 @@ class Daemon:
                     sink.emit(transition)
                 except Exception:
                     log.exception("sink.failed", sink=type(sink).__name__)
+            # After the sinks: a resolution is delivered for an alert still known to fire.
+            self.firing.note(transition)
+
+    def _untracked(self, what: str) -> None:
+        """An alert past the cap of firing alerts: delivered once, never re-sent."""
+        if self.alerting.alertmanager is not None:
+            self.metrics.alert_deliveries.labels(sink="alertmanager", result="untracked").inc()
+        log.error(
+            "alert.untracked",
+            what=what,
+            reason=f"{self.firing.max_active} alerts already firing; this one will not be re-sent",
+        )
+
+    def _tell_new_webhooks(self, old: Config, fresh: Config) -> None:
+        """A webhook added by a reload hears of every alert firing now, as it fired."""
+        added = {url for url in fresh.webhooks if url not in old.webhooks}
+        if not added or not len(self.firing):
+            return
+        for sink in self.alerting.sinks:
+            if isinstance(sink, WebhookSink) and sink.outbox.url in added:
+                for firing in self.firing:
+                    if firing.stall is not None:
+                        letter = Letter(body=document(firing.stall), what=describe(firing.stall))
+                    else:
+                        assert firing.probe is not None
+                        letter = Letter(body=firing.probe.document, what=firing.probe.what)
+                    sink.outbox.put(letter)
+        log.info("alerts.told_new_sinks", webhooks=len(added), firing=len(self.firing))
 
     def timers_poke(self) -> None:
         """A deadline may have moved earlier (new prompt, unblock, finished tool, reload)."""
@@ -553,6 +587,10 @@ class Daemon:
             log.warning("server.removed", server=name, pending_released=gone.tracker.pending_count)
             # Nobody watches its prompts any more: each ends evicted, its alerts resolved.
             self.dispatch(gone.tracker.release(self.monotonic(), self.clock(), "server_removed"))
+            if self.prober is not None:
+                self.prober.forget_server(name)
+            for firing in self.firing.of_server(name):  # none should be left: say so if any is
+                log.error("alert.left_firing", server=name, key=list(firing.key))
         self.watches[:] = watches
         for watch in self.watches:
             watch.tracker.set_timeouts(fresh.timeouts)
@@ -565,8 +603,9 @@ class Daemon:
             self.config.alertmanagers,
         ):
             retired, self.alerting = self.alerting, self._alerting(fresh)
-            tg.start_soon(self._deliver, self.alerting)
+            tg.start_soon(self._deliver, self.alerting)  # Alertmanager: sends what fires now
             tg.start_soon(self._retire, retired)
+            self._tell_new_webhooks(self.config, fresh)
         if (fresh.listen_host, fresh.listen_port) != (
             self.config.listen_host,
             self.config.listen_port,

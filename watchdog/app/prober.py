@@ -6,6 +6,7 @@ the same server and shape succeeds. Probe prompts never reach the trackers (see 
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,6 +25,7 @@ from watchdog.io.outbox import Letter
 from watchdog.io.probe import Probe, ProbeResult, ProbeSessions, ProbeSpec, Step
 from watchdog.sinks import Sink
 from watchdog.sinks.alertmanager import AlertmanagerSink
+from watchdog.sinks.firing import FiringAlerts, ProbeFiring, probe_identity
 from watchdog.sinks.webhook import WebhookSink
 
 log = structlog.get_logger("watchdog.probe")
@@ -80,10 +82,24 @@ class _Failing:
 class ProbeAlerts:
     """Fires an alert on the first failure of a server and shape, resolves it on the next pass."""
 
-    def __init__(self, sinks: Callable[[], Iterable[Sink]], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        sinks: Callable[[], Iterable[Sink]],
+        clock: Callable[[], float],
+        firing: FiringAlerts | None = None,
+    ) -> None:
         self._sinks = sinks
         self._clock = clock
+        self._firing = firing  # the daemon's store of firing alerts, kept across reloads
         self.failing: dict[tuple[str, ProbeShape], _Failing] = {}
+
+    def forget_server(self, server: str) -> None:
+        """The server left the configuration: its probe alerts resolve, nobody probes it now."""
+        for key, failing in list(self.failing.items()):
+            if key[0] == server:
+                del self.failing[key]
+                log.info("probe.alert_released", server=server, shape=key[1].value)
+                self._deliver(failing.result, firing=False, since=failing.since)
 
     def record(self, result: ProbeResult) -> None:
         """Log every result; fire or resolve alerts as the state changes."""
@@ -117,17 +133,30 @@ class ProbeAlerts:
     def _deliver(self, result: ProbeResult, *, firing: bool, since: float) -> None:
         body = alert_document(result, firing=firing, since=since, at=self._clock())
         what = f"{PROBE_KIND}/{body['status']} {result.server} {result.shape.value}"
-        key = ("probe", result.server, result.shape.value)
+        key = probe_identity(result.server, result.shape.value)
+        probe = ProbeFiring(
+            server=result.server,
+            shape=result.shape.value,
+            labels=_labels(result),
+            annotations=_annotations(result),
+            document=body,
+            since=since,
+            what=what,
+        )
         for sink in self._sinks():
             if isinstance(sink, WebhookSink):
                 sink.outbox.put(Letter(body=body, what=what))
             elif isinstance(sink, AlertmanagerSink):
                 if firing:
-                    sink.fire_alert(
-                        key, _labels(result), _annotations(result), starts_at=since, what=what
-                    )
+                    sink.fire_alert(probe)
                 else:
                     sink.resolve_alert(key, what)
+        # After the sinks, as for prompts: a resolution is sent only for what was firing.
+        if self._firing is not None:
+            if firing:
+                self._firing.fire_probe(probe)
+            else:
+                self._firing.resolve(key)
 
 
 def alert_document(result: ProbeResult, *, firing: bool, since: float, at: float) -> dict[str, Any]:
@@ -188,13 +217,14 @@ class Prober:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         spec: ProbeSpec | None = None,
+        firing: FiringAlerts | None = None,
     ) -> None:
         self._servers = servers
         self._sessions = sessions
         self.interval = interval
         self.shapes = tuple(shapes)
         self.metrics = ProbeMetrics(registry)
-        self.alerts = ProbeAlerts(sinks, clock)
+        self.alerts = ProbeAlerts(sinks, clock, firing)
         self.latest: dict[tuple[str, ProbeShape], ProbeResult] = {}
         self._transport = transport
         self._clock = clock
@@ -247,8 +277,19 @@ class Prober:
                 result = await probe.run(spec)
                 self.record(result)
 
+    def forget_server(self, server: str) -> None:
+        """The server left the configuration: resolve its probe alerts, drop its results."""
+        self.alerts.forget_server(server)
+        for key in [k for k in self.latest if k[0] == server]:
+            del self.latest[key]
+            for gauge in (self.metrics.success, self.metrics.last_success):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(server, key[1].value)
+
     def record(self, result: ProbeResult) -> None:
-        """Keep, export and alert on one result."""
+        """Keep, export and alert on one result (of a server still configured)."""
+        if all(server.name != result.server for server in self._servers()):
+            return  # a probe in flight when a reload removed its server: nobody watches it now
         self.latest[(result.server, result.shape)] = result
         self.metrics.record(result)
         self.alerts.record(result)

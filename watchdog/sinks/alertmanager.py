@@ -24,6 +24,15 @@ from watchdog.core.transitions import (
 )
 from watchdog.io.outbox import Letter, Outbox, ResultCounter
 from watchdog.sinks.alert import describe
+from watchdog.sinks.firing import (
+    DEFAULT_MAX_ACTIVE,
+    FIRING_KINDS,
+    Firing,
+    FiringAlerts,
+    Identity,
+    ProbeFiring,
+    identity,
+)
 
 log = structlog.get_logger("watchdog.sinks.alertmanager")
 
@@ -36,21 +45,16 @@ DEFAULT_RESEND_INTERVAL = 60.0
 # A dropped or failed prompt is final: the alert stays up this long so it gets routed and seen,
 # then ends.
 DEFAULT_DROPPED_FOR = 3600.0
-DEFAULT_MAX_ACTIVE = 10_000
 # Thousands of active alerts in one POST would make one huge request body; Alertmanager takes
 # any number of smaller ones just as well.
 BATCH_SIZE = 500
-_FIRING_KINDS = (StallKind.NO_RESPONSE, StallKind.INACTIVE)
 
 _ALERT_NAMES = {StallKind.DROPPED: DROPPED_ALERT, StallKind.FAILED: FAILED_ALERT}
-
-# server, session, message (empty for a prompt never stored), kind; or ("probe", server, shape)
-_Identity = tuple[str, ...]
 
 
 @dataclass(slots=True)
 class _Firing:
-    """An alert Alertmanager believes is firing: what to re-send and how to resolve it."""
+    """An alert in Alertmanager's form: what to send, re-send, and resolve with."""
 
     labels: dict[str, str]
     annotations: dict[str, str]
@@ -80,10 +84,6 @@ def auth_headers(
     if bearer_token is not None:
         return {"authorization": f"Bearer {bearer_token}"}
     return {}
-
-
-def _identity(ref: PromptRef, kind: StallKind) -> _Identity:
-    return (ref.server, ref.session_id, ref.message_id or "", kind.value)
 
 
 def _labels(ref: PromptRef, kind: StallKind) -> dict[str, str]:
@@ -149,6 +149,10 @@ class AlertmanagerSink:
     Alertmanager forgets an alert at its ``endsAt``: firing alerts get a short one and are
     re-sent by ``run()`` every ``resend_interval``, so the alerts of a daemon that died end by
     themselves; a resolution is the same labels with ``endsAt`` = now.
+
+    What fires is kept in ``firing``: the daemon's store (kept across reloads, updated by the
+    daemon after every sink has seen a transition), or, without one, the sink's own. ``run()``
+    sends every firing alert at once when it starts: a sink added by a reload learns them.
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class AlertmanagerSink:
         max_active: int = DEFAULT_MAX_ACTIVE,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        firing: FiringAlerts | None = None,
     ) -> None:
         headers = auth_headers(basic_auth, bearer_token)
         self.outboxes = [
@@ -177,94 +182,96 @@ class AlertmanagerSink:
         # Several missed resends in a row, not one slow delivery, should let an alert lapse.
         self.validity = validity if validity is not None else 4 * resend_interval
         self.dropped_for = dropped_for
-        self.max_active = max_active
-        self.active: dict[_Identity, _Firing] = {}
-        self.untracked = 0
         self._count = count
+        # Without the daemon's store the sink keeps its own, and follows the transitions itself.
+        self._owns_store = firing is None
+        self.firing = (
+            firing
+            if firing is not None
+            else FiringAlerts(max_active=max_active, on_untracked=self._untracked)
+        )
         self._clock = clock
         self._sleep = sleep
+
+    @property
+    def active(self) -> dict[Identity, Firing]:
+        """The alerts firing now (the store's)."""
+        return self.firing.active
+
+    @property
+    def untracked(self) -> int:
+        """Alerts sent once but not kept (the store was full)."""
+        return self.firing.untracked
+
+    def _untracked(self, what: str) -> None:
+        self._count("untracked")
+        log.error(
+            "alert.untracked",
+            sink="alertmanager",
+            what=what,
+            reason=f"{self.firing.max_active} alerts already firing; this one will not be re-sent",
+        )
 
     def emit(self, transition: Transition) -> None:
         if isinstance(transition, Stalled):
             self._fire(transition)
         elif isinstance(transition, Resolved):
-            self._resolve(_identity(transition.prompt, transition.kind), describe(transition))
+            self._resolve(identity(transition.prompt, transition.kind), describe(transition))
         elif isinstance(transition, Completed):
             # The tracker resolves before it completes; this only matters if that ever changes.
-            for kind in _FIRING_KINDS:
-                identity = _identity(transition.prompt, kind)
-                if identity in self.active:
+            for kind in FIRING_KINDS:
+                key = identity(transition.prompt, kind)
+                if key in self.firing.active:
                     ref = transition.prompt
                     what = f"{kind.value}/resolved {ref.server} {ref.session_id} {ref.message_id}"
-                    self._resolve(identity, what)
+                    self._resolve(key, what)
+        if self._owns_store:
+            self.firing.note(transition)
 
-    def fire_alert(
-        self,
-        key: tuple[str, ...],
-        labels: dict[str, str],
-        annotations: dict[str, str],
-        *,
-        starts_at: float,
-        what: str,
-    ) -> None:
+    def fire_alert(self, probe: ProbeFiring) -> None:
         """Fire an alert that is not about one prompt (a failed probe); re-sent until resolved."""
-        firing = _Firing(labels=labels, annotations=annotations, starts_at=starts_at, what=what)
-        self.active[key] = firing
-        self._post([self._alert(firing, self._clock() + self.validity)], what)
+        firing = _probe_form(probe)
+        self._post([self._alert(firing, self._clock() + self.validity)], firing.what)
+        if self._owns_store:
+            self.firing.fire_probe(probe)
 
-    def resolve_alert(self, key: tuple[str, ...], what: str) -> None:
+    def resolve_alert(self, key: Identity, what: str) -> None:
         """Resolve an alert fired with ``fire_alert``."""
         self._resolve(key, what)
+        if self._owns_store:
+            self.firing.resolve(key)
 
     async def run(self) -> None:
-        """Re-send every firing alert each ``resend_interval``, until cancelled."""
+        """Send what fires now, then re-send it every ``resend_interval``, until cancelled."""
+        self.resend()
         while True:
             await self._sleep(self.resend_interval)
             self.resend()
 
     def resend(self) -> None:
         """Post all firing alerts again with a fresh ``endsAt``."""
-        if not self.active:
+        if not len(self.firing):
             return
         ends_at = self._clock() + self.validity
-        alerts = [self._alert(f, ends_at) for f in self.active.values()]
+        alerts = [self._alert(_form(f), ends_at) for f in self.firing]
         for start in range(0, len(alerts), BATCH_SIZE):
             batch = alerts[start : start + BATCH_SIZE]
             self._post(batch, f"resend of {len(batch)} firing alerts")
 
     def _fire(self, stall: Stalled) -> None:
-        ref = stall.prompt
-        firing = _Firing(
-            labels=_labels(ref, stall.kind),
-            annotations=_annotations(stall),
-            starts_at=stall.at,
-            what=describe(stall),
-        )
-        if stall.kind not in _FIRING_KINDS:
+        firing = _stall_form(stall)
+        if stall.kind not in FIRING_KINDS:
             # Terminal: one alert that ends by itself; nothing will resolve or re-send it.
             self._post([self._alert(firing, stall.at + self.dropped_for)], firing.what)
             return
-        identity = _identity(ref, stall.kind)
-        if identity not in self.active and len(self.active) >= self.max_active:
-            # Still sent once, so it fires; without re-sends it lapses after `validity`.
-            self.untracked += 1
-            self._count("untracked")
-            log.error(
-                "alert.untracked",
-                sink="alertmanager",
-                what=firing.what,
-                reason=f"{self.max_active} alerts already firing; this one will not be re-sent",
-            )
-        else:
-            self.active[identity] = firing
         self._post([self._alert(firing, self._clock() + self.validity)], firing.what)
 
-    def _resolve(self, identity: _Identity, what: str) -> None:
-        # Only alerts we told Alertmanager about: an unknown one would appear as a resolved
-        # alert in its group's next notification.
-        firing = self.active.pop(identity, None)
+    def _resolve(self, key: Identity, what: str) -> None:
+        # Only alerts told to Alertmanager: an unknown one would appear as a resolved alert in
+        # its group's next notification. (The store is updated after every sink has seen it.)
+        firing = self.firing.get(key)
         if firing is not None:
-            self._post([self._alert(firing, self._clock())], what)
+            self._post([self._alert(_form(firing), self._clock())], what)
 
     def _alert(self, firing: _Firing, ends_at: float) -> dict[str, Any]:
         # Alertmanager rejects an alert that ends before it starts (a clock step backwards).
@@ -285,3 +292,26 @@ class AlertmanagerSink:
     def _post(self, alerts: list[dict[str, Any]], what: str) -> None:
         for outbox in self.outboxes:
             outbox.put(Letter(body=alerts, what=what))
+
+
+def _stall_form(stall: Stalled) -> _Firing:
+    """A stall in Alertmanager's form, with the labels it fired with (its ref as it was then)."""
+    return _Firing(
+        labels=_labels(stall.prompt, stall.kind),
+        annotations=_annotations(stall),
+        starts_at=stall.at,
+        what=describe(stall),
+    )
+
+
+def _probe_form(probe: ProbeFiring) -> _Firing:
+    return _Firing(
+        labels=probe.labels, annotations=probe.annotations, starts_at=probe.since, what=probe.what
+    )
+
+
+def _form(firing: Firing) -> _Firing:
+    if firing.stall is not None:
+        return _stall_form(firing.stall)
+    assert firing.probe is not None
+    return _probe_form(firing.probe)
