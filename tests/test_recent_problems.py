@@ -212,3 +212,11 @@ async def test_the_seed_failure_is_in_status_on_the_page_and_in_the_exit_code() 
     assert AGENT_MESSAGE in out.getvalue()
     assert "PROBLEM: oc: prompt in session" in out.getvalue()
     assert json.dumps(status).count("s3cret-pw") == 0
+
+
+def test_status_shows_which_api_each_server_speaks() -> None:
+    doc = document()
+    doc["servers"][0]["api"] = "v2"
+    assert "laptop  v2   up" in render(doc)
+    doc["servers"][0]["api"] = None  # api auto, not asked yet
+    assert "laptop  -    up" in render(doc)

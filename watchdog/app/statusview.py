@@ -137,6 +137,7 @@ def render(
         rows.append(
             [
                 str(server.get("server")),
+                str(server.get("api") or "-"),
                 _paint(str(stream.get("state")), colour),
                 _ago(stream.get("since"), now),
                 _ago(stream.get("last_event_at"), now),
@@ -144,7 +145,7 @@ def render(
                 str(stream.get("last_error") or ""),
             ]
         )
-    lines += _table(["SERVER", "STREAM", "SINCE", "LAST EVENT", "RECONNECTS", "ERROR"], rows)
+    lines += _table(["SERVER", "API", "STREAM", "SINCE", "LAST EVENT", "RECONNECTS", "ERROR"], rows)
     pending = [
         (server.get("server"), prompt)
         for server in servers
