@@ -219,14 +219,15 @@ def _sessions(view: PageView) -> tuple[int, str]:
             + _cell(
                 "state",
                 f'<span class="badge {e(state)}">{e(session_words(v, view.now))}</span>',
+                "flow",
             )
-            + _cell("last activity", e(f"{age(view.now - v.last_activity)} ago"), "nowrap")
+            + _cell("last activity", e(f"{age(view.now - v.last_activity)} ago"), "nowrap flow")
             + _cell("directory", e(v.directory), "path")
-            + _cell("pending", str(v.pending))
-            + _cell("last outcome", outcome)
-            + _cell("server", e(server))
+            + _cell("pending", str(v.pending), "flow")
+            + _cell("last outcome", outcome, "flow")
+            + _cell("server", e(server), "flow")
             + _cell("session", e(v.session_id) + parent, "id")
-            + _cell("history", _history(v, view.now))
+            + _cell("history", _history(v, view.now), "flow")
             + "</tr>"
         )
     headers = (
@@ -297,7 +298,12 @@ nav a { margin-right: 1em; }
   td { border: 0; padding: 2px 10px; }
   td::before { content: attr(data-label); display: inline-block; width: 5.5rem;
     color: var(--muted); font: 13px system-ui, sans-serif; }
+  /* A session is a short card: state, activity, pending and outcome flow on one or two lines. */
+  table.sessions td.flow { display: inline-block; width: auto; }
+  table.sessions td.flow::before { width: auto; margin-right: 0.35em; }
+  table.sessions details { display: inline-block; vertical-align: top; }
 }
+details summary { white-space: nowrap; }
 """
 
 
