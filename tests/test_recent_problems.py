@@ -220,3 +220,9 @@ def test_status_shows_which_api_each_server_speaks() -> None:
     assert "laptop  v2   up" in render(doc)
     doc["servers"][0]["api"] = None  # api auto, not asked yet
     assert "laptop  -    up" in render(doc)
+
+
+def test_status_says_an_unstored_failure_named_no_model() -> None:
+    failed = item("failed", "2026-11-30T12:29:50.000Z")
+    [row] = [line for line in render(document(failed)).splitlines() if line.startswith("failed")]
+    assert "unknown (not stored)" in row

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from .conftest import DaemonFactory
@@ -137,3 +138,48 @@ def test_messages_a_person_can_act_on(
         f"opencode-watchdog status: cannot read http://127.0.0.1:{port}/status "
         "(connection refused): is the daemon running? (--url)\n"
     )
+
+
+def test_replay_of_a_fresh_recording_works_as_the_readme_says(
+    opencode_server: OpenCodeServer, daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """`run --record events.jsonl`, one answered prompt, then the README's replay line on the
+    fresh recording (no `events.jsonl.1` yet): it replays the prompt, answered, no stall."""
+    recording = tmp_path / "events.jsonl"
+    daemon = daemon_factory(
+        [
+            "--server",
+            opencode_server.server_arg(),
+            "--log-format",
+            "json",
+            "--record",
+            str(recording),
+        ],
+        env=opencode_server.daemon_env(),
+    )
+    daemon.wait_for_sample("opencode_watchdog_stream_up", SERVER, lambda v: v == 1)
+    session = opencode_server.create_session()
+    message = opencode_server.send_prompt(session, "hello")
+    opencode_server.wait_for_reply(session, message)
+    settle(daemon, expect(accepted=1, completed_answered=1), "the answered prompt")
+    assert daemon.stop() == 0
+    assert not (tmp_path / "events.jsonl.1").exists()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "watchdog",
+            "replay",
+            "events.jsonl",
+            "--sweep",
+            "30s,60s,120s,300s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ": 1 prompt(s)" in done.stdout.splitlines()[0]
+    assert "\nstalls: none\noutcomes: answered 1, still pending 0\n" in done.stdout

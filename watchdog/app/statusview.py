@@ -266,7 +266,11 @@ def _outcome(session: Mapping[str, Any], now: datetime | None) -> str:
 
 
 def _model(item: Mapping[str, Any]) -> str:
-    return "/".join(str(x) for x in (item.get("provider"), item.get("model")) if x) or "-"
+    named = "/".join(str(x) for x in (item.get("provider"), item.get("model")) if x)
+    if named:
+        return named
+    # As the page says it: a prompt that failed before it was stored named no model.
+    return "unknown (not stored)" if item.get("message_id") is None else "-"
 
 
 def _cause(item: Mapping[str, Any]) -> str:
