@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import DaemonFactory
 from .fake_opencode2 import Events, FakeOpenCode2, inbox_ids, new_id, session_of, timeline_reply
-from .harness import PATIENCE, DaemonProcess, Pace, WebhookReceiver, wait_until
+from .harness import PATIENCE, DaemonProcess, OpenCodeServer, Pace, WebhookReceiver, wait_until
 
 SERVER = {"server": "oc2"}
 OUTCOMES = ("answered", "failed", "aborted", "dropped", "no_reply")
@@ -335,3 +336,34 @@ def test_a_prompt_lost_while_the_stream_was_down_is_dropped_after_the_reconnect(
     fake.close_stream()
     settle(daemon, expect(accepted=1, completed_dropped=1, stall_dropped=1), "the lost prompt")
     assert alert(webhook, "firing", "dropped", prompt)["reason"] == "server_restart"
+
+
+# -- detection against the real OpenCode 1.18.33 ---------------------------------------------
+
+
+def test_the_real_1_18_33_is_detected_as_1x_and_answers_api_info_with_its_web_page(
+    opencode_server: OpenCodeServer, daemon_factory: DaemonFactory
+) -> None:
+    """What `GET /api/info` gives on a real 1.18.33 (its web app's catch-all page), and that the
+    daemon in `api = "auto"` then follows `/global/event` and sees a prompt answered."""
+    auth = ("opencode", opencode_server.password)
+    info = httpx.get(f"{opencode_server.url}/api/info", auth=auth, timeout=10.0)
+    assert info.status_code == 200
+    assert info.headers["content-type"].startswith("text/html")
+    daemon = daemon_factory(
+        ["--server", opencode_server.server_arg(), "--log-format", "json", *CALM],
+        env=opencode_server.daemon_env(),
+    )
+    local = {"server": "local"}
+    daemon.wait_for_sample("opencode_watchdog_stream_up", local, lambda v: v == 1)
+    daemon.wait_for_log(lambda r: r.get("event") == "reconcile.done")
+    status = daemon.status()["servers"][0]
+    assert (status["api"], status["api_mode"], status["server_version"]) == ("v1", "auto", None)
+    assert status["stream"]["path"] == "/global/event"
+    assert daemon.sample("opencode_watchdog_server_api", {**local, "api": "v1"}) == 1
+    session = opencode_server.create_session()
+    message = opencode_server.send_prompt(session, "hello")
+    opencode_server.wait_for_reply(session, message)
+    daemon.wait_for_sample(
+        "opencode_watchdog_prompts_completed", {**local, "outcome": "answered"}, lambda v: v == 1
+    )
