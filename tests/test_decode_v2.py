@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from watchdog.app.replay import analyse, read_file, read_recording
 from watchdog.core.events import (
     Heartbeat,
     HumanAnswered,
@@ -42,7 +43,9 @@ from watchdog.core.transitions import (
     Transition,
     Usage,
 )
+from watchdog.io.record import Recorder
 from watchdog.opencode.ids import event_time
+from watchdog.opencode.strip import strip_text
 from watchdog.opencode.v2 import V2Stream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode2"
@@ -445,3 +448,56 @@ def test_odd_values_are_read_safely() -> None:
     assert isinstance(failed.event, SessionFailed)
     assert failed.event.message is not None
     assert len(failed.event.message) <= 300
+
+
+# -- recordings: stripped of text, replayed to the same verdicts -----------------------------
+
+PLACEHOLDERS = ("[prompt]", "[reply]", "[thinking]", "[command]", "[output]", "[question]")
+
+
+@pytest.mark.parametrize("name", sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.sse")))
+def test_stripping_a_stream_removes_its_text_and_changes_no_event(name: str) -> None:
+    """What `run --record` keeps of an OpenCode 2 line: no prompt, reply, command or answer, and
+    the same events decoded from it."""
+    items = sse_items(name)
+    stripped = [json.dumps(strip_text(json.loads(d))) if d else d for d in items]
+    for text in stripped:
+        assert not any(p in text for p in PLACEHOLDERS), text[:120]
+    plain, bare = V2Stream(), V2Stream()
+    before = [plain.decode(d, 0.0) for d in items]
+    after = [bare.decode(d, 0.0) for d in stripped]
+    assert [line.event if line else None for line in after] == [
+        line.event if line else None for line in before
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "outcomes"),
+    [
+        ("answered", {"answered": 1}),
+        ("tools", {"answered": 1}),
+        ("interrupted", {"aborted": 1}),
+        ("steer-cancel", {"aborted": 1, "answered": 1}),
+        ("execution-failed", {"failed": 1}),
+    ],
+)
+def test_replay_reads_an_opencode_2_capture(name: str, outcomes: dict[str, int]) -> None:
+    lines = (FIXTURES / f"{name}.api-event.sse").read_text(encoding="utf-8").splitlines()
+    recording = read_file(lines)
+    assert {r.api for r in recording} == {"v2"}
+    assert analyse(recording, Timeouts()).outcomes == outcomes
+
+
+def test_replay_reads_a_recorded_opencode_2_stream(tmp_path: Path) -> None:
+    """A `run --record` file of `/api/event` (heartbeats recorded as empty data) replays too."""
+    path = tmp_path / "rec.jsonl"
+    recorder = Recorder(path)
+    wall = 1_790_000_000.0
+    for i, data in enumerate(sse_items("steer-cancel")):
+        recorder.write("oc2", "/api/event", data, wall + i, float(i))
+    recorder.close()
+    recording = list(read_recording(path.read_text().splitlines()))
+    beats = sse_items("steer-cancel").count("")
+    assert beats >= 1
+    assert sum(isinstance(r.event, Heartbeat) for r in recording) == beats
+    assert analyse(recording, Timeouts()).outcomes == {"aborted": 1, "answered": 1}

@@ -27,6 +27,8 @@ from watchdog.core.transitions import (
 from watchdog.io.record import DEFAULT_KEEP, snapshot_from_json
 from watchdog.opencode.ids import event_id_time
 from watchdog.opencode.v1 import V1Stream, decode_line
+from watchdog.opencode.v2 import EVENT_PATH as V2_STREAM
+from watchdog.opencode.v2 import V2Stream
 from watchdog.opencode.wire import parse_json
 
 
@@ -47,6 +49,7 @@ class Recorded:
     data: str | None = None  # None for a snapshot
     scoped: bool = True  # read from a per-directory `/event` stream
     mono: float | None = None
+    api: str = "v1"  # "v2": read from OpenCode 2's `/api/event`
 
     @property
     def now(self) -> float:
@@ -76,6 +79,44 @@ def read_sse(lines: Iterable[str], *, directory_scoped: bool) -> Iterator[Record
         )
 
 
+def read_sse_v2(lines: Iterable[str]) -> Iterator[Recorded]:
+    """Decode an OpenCode 2 `/api/event` capture: times from ``created`` (a line without one takes
+    the previous line's), a comment line as the heartbeat it is."""
+    wire = V2Stream()
+    last = 0.0
+    for line in lines:
+        if line.startswith(":"):
+            data = ""
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+        else:
+            continue
+        decoded = wire.decode(data, last)
+        if decoded is None:
+            continue
+        at = _v2_time(data)
+        last = at if at is not None else last
+        yield Recorded(
+            at=last, directory=None, event=decoded.event, type=decoded.type, data=data, api="v2"
+        )
+
+
+def _v2_time(data: str) -> float | None:
+    if not data:
+        return None
+    try:
+        obj = parse_json(data)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    # `created` is the whole time; an id holds it only modulo 2**36 ms, so it is not mixed in.
+    created = obj.get("created")
+    if isinstance(created, int | float) and not isinstance(created, bool) and created > 0:
+        return float(created) / 1000.0
+    return None
+
+
 def core_for(tracker: Tracker) -> ServerCore:
     """The per-server core the daemon would run around ``tracker``."""
     return ServerCore(tracker.server, V1Stream(directory_scoped=True), tracker=tracker)
@@ -91,6 +132,7 @@ def replay(
     """
     core = target if isinstance(target, ServerCore) else core_for(target)
     wires = {True: V1Stream(directory_scoped=True), False: V1Stream(directory_scoped=False)}
+    v2 = V2Stream()  # one per recording: it follows the order of a session's events
     happened: list[tuple[float, Transition]] = []
     offset = 0.0  # wall minus monotonic, as of the latest record
 
@@ -104,7 +146,7 @@ def replay(
         tick_until(now)
         offset = rec.at - now
         if rec.data is not None:
-            core.wire = wires[rec.scoped]
+            core.wire = v2 if rec.api == "v2" else wires[rec.scoped]
             out = core.feed_line(rec.data, now, rec.at)
         else:
             out = core.feed(rec.event, now, rec.at)
@@ -123,6 +165,7 @@ PERCENTILES = (0.5, 0.9, 0.99)
 
 def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
     """Decode a `run --record` file (JSON lines); lines that are not records are skipped."""
+    v2 = V2Stream()
     for line in lines:
         try:
             record = parse_json(line)
@@ -144,6 +187,21 @@ def read_recording(lines: Iterable[str]) -> Iterator[Recorded]:
         scoped = record.get("stream") == DIRECTORY_STREAM
         data = record.get("data")
         text = json.dumps(data) if data is not None else str(record.get("raw") or "")
+        if record.get("stream") == V2_STREAM:
+            # OpenCode 2: a heartbeat comment was recorded as empty data.
+            v2_line = v2.decode(text, float(record["at"]))
+            if v2_line is not None:
+                yield Recorded(
+                    at=float(record["at"]),
+                    directory=None,
+                    event=v2_line.event,
+                    type=v2_line.type,
+                    server=name,
+                    data=text,
+                    mono=mono,
+                    api="v2",
+                )
+            continue
         decoded = decode_line(text, directory_scoped=scoped)
         if decoded is None:
             continue
@@ -165,6 +223,8 @@ def read_file(lines: Sequence[str], *, name: str = "capture") -> list[Recorded]:
     if first.lstrip().startswith("{"):
         return list(read_recording(lines))
     first_data = next((line for line in lines if line.startswith("data:")), "")
+    if '"properties"' not in first_data and '"data":' in first_data:
+        return [replace(rec, server=name) for rec in read_sse_v2(lines)]  # OpenCode 2's /api/event
     scoped = '"payload"' not in first_data  # /global/event wraps every event in a payload
     return [replace(rec, server=name) for rec in read_sse(lines, directory_scoped=scoped)]
 

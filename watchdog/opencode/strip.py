@@ -1,4 +1,4 @@
-"""Empties what people wrote, and what the model said, out of recorded OpenCode 1.x events."""
+"""Empties what people wrote, and what the model said, out of recorded OpenCode events (1.x and 2)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ TEXT_KEYS = frozenset(
         "system",
         "snapshot",
         "attachments",
+        # OpenCode 2: a permission's resources (a shell command, say) and the patterns to save, a
+        # form's fields and its answer, a shell's command.
+        "resources",
+        "save",
+        "fields",
+        "answer",
+        "command",
     }
 )
 MAX_STRIP_DEPTH = 64  # deeper nesting is not OpenCode's; it is cut off rather than walked
