@@ -304,7 +304,7 @@ def test_status_command_against_a_running_daemon(
     calm = status_cli(daemon.base_url)
     assert calm.returncode == 0, calm.stdout + calm.stderr
     assert _ANSI.search(calm.stdout) is None
-    assert re.search(r"^local\s+up\s", calm.stdout, re.MULTILINE)
+    assert re.search(r"^local\s+v1\s+up\s", calm.stdout, re.MULTILINE)  # API, then stream
     assert re.search(r"^local\s+current\s+ok\s", calm.stdout, re.MULTILINE)
     assert "PENDING PROMPTS (0, oldest first)" in calm.stdout
     session = opencode_server.create_session()

@@ -131,6 +131,10 @@ class _Follower:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
+# How long past the headers timeout the probe's first round waits for every server's API.
+DETECTION_GRACE = 5.0
+
+
 class Daemon:
     """The service: build it from a Config, then ``await run()`` until cancelled or signalled.
 
@@ -269,10 +273,22 @@ class Daemon:
         )
 
     def _probe_targets(self) -> list[ServerConfig]:
-        """The servers the admission probe may test: those known to speak 1.x. OpenCode 2 has no
-        prompt that stores without running the model (README, "Compatibility")."""
+        """The servers the admission probe may test: all but those that speak OpenCode 2, which
+        has no prompt that is stored without running the model (README, "OpenCode 2"). A server
+        whose API is not known yet (it could not be asked) is probed as 1.x: the probe then says
+        why it cannot reach it."""
         speaks = {w.name: w.api_in_use for w in self.watches}
-        return [s for s in self.config.servers if speaks.get(s.name) == "v1"]
+        return [
+            s for s in self.config.servers if s.api is not ApiMode.V2 and speaks.get(s.name) != "v2"
+        ]
+
+    async def _probe_after_detection(self) -> None:
+        """The probe's first round waits (a bounded while) for each server's API to be known."""
+        assert self.prober is not None
+        with anyio.move_on_after(self.config.headers_timeout + DETECTION_GRACE):
+            for watch in list(self.watches):
+                await watch.api_known.wait()
+        await self.prober.run()
 
     def _alerting(self, config: Config) -> _Alerting:
         sinks: list[Sink] = []
@@ -447,7 +463,7 @@ class Daemon:
                     tg.start_soon(self._follow, watch, self._followers[watch.name])
                 tg.start_soon(self._supervised, "timers", self.timers.run)
                 if self.prober is not None:
-                    tg.start_soon(self._supervised, "prober", self.prober.run)
+                    tg.start_soon(self._supervised, "prober", self._probe_after_detection)
                 tg.start_soon(self._signals, tg.cancel_scope)
                 tg.start_soon(self._report_suppressed_logs)
                 tg.start_soon(self._systemd)

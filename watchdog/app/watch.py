@@ -107,6 +107,7 @@ class ServerWatch:
         self.api_mode = api_mode
         self.api_in_use: str | None = None if api_mode == "auto" else api_mode
         self.server_version: str | None = None  # what an OpenCode 2 server's /api/info says
+        self.api_known = anyio.Event()  # set once ``api_in_use`` is known
         self._v2_heartbeat = V2_HEARTBEAT if v2_heartbeat is None else v2_heartbeat
         # The admission probe's own sessions: their events never reach the tracker.
         self.probe_sessions = probe_sessions if probe_sessions is not None else ProbeSessions()
@@ -240,6 +241,7 @@ class ServerWatch:
             if api == "v2":
                 self.core.wire = V2Stream()
             self.api_in_use = api
+        self.api_known.set()
 
     def handle(self, data: str, now: float | None = None, wall: float | None = None) -> bool:
         """Feed one event to the core as if it had just arrived; True when it was well-formed."""
