@@ -388,3 +388,36 @@ async def test_heartbeat_comments_keep_a_quiet_stream_alive_and_their_absence_dr
     assert reconnects_while_beating == 0.0
     down = next(e for e in logs if e["event"] == "stream.down")
     assert "liveness window of 0.6 s" in down["error"]
+
+
+@pytest.mark.anyio
+async def test_the_probe_leaves_an_opencode_2_server_alone() -> None:
+    """Once its API is known, a server speaking OpenCode 2 is no probe target; a 1.x one is."""
+    handler = v2_server(v2_frames("answered"))
+
+    def both(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "oc1.test" and request.url.path == "/api/info":
+            return httpx.Response(200, headers={"content-type": "text/html"}, text="<html>")
+        if request.url.host == "oc1.test":
+            return httpx.Response(200, headers=SSE, content=hold_open([]))
+        return handler(request)
+
+    config = Config(
+        servers=(
+            ServerConfig("oc2", "http://oc2.test"),
+            ServerConfig("oc1", "http://oc1.test"),
+        ),
+        listen_port=0,
+        timeouts=FAST,
+        probe_interval=3600.0,
+    )
+    daemon = Daemon(config, transport=httpx.MockTransport(both))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        for watch in daemon.watches:
+            with anyio.fail_after(10):
+                await watch.api_known.wait()
+        targets = [s.name for s in daemon._probe_targets()]
+        tg.cancel_scope.cancel()
+    assert {w.name: w.api_in_use for w in daemon.watches} == {"oc2": "v2", "oc1": "v1"}
+    assert targets == ["oc1"]

@@ -367,3 +367,19 @@ def test_the_real_1_18_33_is_detected_as_1x_and_answers_api_info_with_its_web_pa
     daemon.wait_for_sample(
         "opencode_watchdog_prompts_completed", {**local, "outcome": "answered"}, lambda v: v == 1
     )
+
+
+def test_synthetic_prompt_admitted_without_resume_is_no_reply(
+    fake: FakeOpenCode2, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    """`POST /api/session/{id}/prompt` with `resume: false` enqueues an input and starts no
+    execution: OpenCode 2's `noReply`. No turn begins within the turn-start timeout: no_reply,
+    no alert."""
+    daemon = watch(daemon_factory, fake, webhook, (*CALM, "--turn-start-timeout", f"{QUICK}s"))
+    events = Events()
+    prompt, enqueued = events.prompt(delivery="queue")
+    fake.send(enqueued)
+    settle(daemon, expect(accepted=1, completed_no_reply=1), "the no_reply", Pace.beyond(QUICK))
+    done = daemon.wait_for_log(lambda r: r.get("event") == "prompt.completed")
+    assert (done["message_id"], done["reason"]) == (prompt, "no_turn_started")
+    assert webhook.requests == []
