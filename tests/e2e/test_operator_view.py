@@ -6,6 +6,7 @@ connection worded alike by `run` and `probe`, `status` with no daemon)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,8 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.pagedom import PageDom
+from tests.test_grafana_dashboard import metric_names_in, series_names
+
 from .conftest import DaemonFactory
-from .harness import REPO_ROOT, OpenCodeServer, WebhookReceiver, free_port
+from .harness import PATIENCE, REPO_ROOT, OpenCodeServer, WebhookReceiver, free_port, wait_until
 from .test_never_answered import failed_alert, post_prompt
 from .test_scenarios import CALM, SERVER, expect, settle, watch
 
@@ -183,3 +187,64 @@ def test_replay_of_a_fresh_recording_works_as_the_readme_says(
     assert done.returncode == 0, done.stderr
     assert ": 1 prompt(s)" in done.stdout.splitlines()[0]
     assert "\nstalls: none\noutcomes: answered 1, still pending 0\n" in done.stdout
+
+
+def session_in(daemon: Any, session_id: str) -> dict[str, Any] | None:
+    for session in daemon.status()["servers"][0]["sessions"]:
+        if session["session_id"] == session_id:
+            return dict(session)
+    return None
+
+
+def test_sessions_say_retrying_with_the_attempt_and_waiting_for_a_person(
+    opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    """A provider answering 500 (OpenCode retries it) and a tool waiting for permission: each
+    session's state in words in `/status` and on the page, with the retry's attempt and next try."""
+    daemon = watch(daemon_factory, opencode_server, webhook, CALM)
+    retrying = opencode_server.create_session()
+    opencode_server.send_prompt(retrying, "FAIL please")
+    asking = opencode_server.create_session()
+    opencode_server.send_prompt(asking, "run a TOOL please")
+    opencode_server.wait_for_permission(asking)
+
+    def retry_known() -> dict[str, Any] | None:
+        session = session_in(daemon, retrying)
+        return session if session and session["state"] == "retrying" else None
+
+    session = wait_until(retry_known, PATIENCE, "the retrying session", 0.2)
+    assert session["retry"]["attempt"] >= 1
+    assert session["retry"]["message"] == "upstream exploded"
+    assert re.fullmatch(
+        r"retrying \(attempt \d+, next (try in \d+ s|try due now)\)", session["words"]
+    )
+    waiting = wait_until(
+        lambda: (s := session_in(daemon, asking)) and s["state"] == "waiting for a person" and s,
+        PATIENCE,
+        "the session waiting for a person",
+        0.2,
+    )
+    assert waiting["pending"] == 1
+    page = PageDom(daemon.get("/").text)
+    states = {row.attrs["data-session"]: row.cells["state"] for row in page.of("session")}
+    assert states[asking] == "waiting for a person"
+    assert states[retrying].startswith("retrying (attempt ")
+    opencode_server.abort(retrying)
+    opencode_server.abort(asking)
+
+
+def test_the_dashboards_model_panels_read_series_the_real_daemon_exports(
+    opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    """After one answered prompt, every metric the Providers and models panels query is on the
+    real daemon's /metrics (the unit test reads a registry; this reads the daemon)."""
+    daemon = watch(daemon_factory, opencode_server, webhook, CALM)
+    session = opencode_server.create_session()
+    opencode_server.wait_for_reply(session, opencode_server.send_prompt(session, "hello"))
+    settle(daemon, expect(accepted=1, completed_answered=1), "the answered prompt")
+    dashboard = json.loads((REPO_ROOT / "grafana/dashboards/opencode-watchdog.json").read_text())
+    row = next(i for i, p in enumerate(dashboard["panels"]) if p["title"] == "Providers and models")
+    panels = dashboard["panels"][row + 1 :]
+    used = {name for p in panels for t in p["targets"] for name in metric_names_in(t["expr"])}
+    assert "opencode_watchdog_tokens_total" in used
+    assert used <= series_names(daemon.metrics_text())
