@@ -5,7 +5,6 @@ REST answers are shaped after the upstream schema (synthetic: no real answer was
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -102,7 +101,9 @@ async def test_detection_by_api_info(
         seen.append(request.url.path)
         return response
 
-    assert await detect_api(api_for(handler)) == expected
+    info = await detect_api(api_for(handler))
+    assert (info.api, info.version) == expected
+    assert info.pid == (7 if expected == ("v2", "2.0.18") else None)
     assert seen == ["/api/info"]
 
 
@@ -337,16 +338,29 @@ async def test_a_detected_opencode_2_server_is_followed_on_api_event() -> None:
 
 
 @pytest.mark.anyio
-async def test_api_v2_skips_detection_and_api_v1_never_asks() -> None:
-    for mode, first in (("v2", "/api/event"), ("v1", "/global/event")):
-        paths: list[str] = []
-        daemon = daemon_for(v2_server(v2_frames("answered"), paths=paths), api=ApiMode(mode))
-        async with anyio.create_task_group() as tg:
-            await tg.start(daemon.run)
-            await wait_for(functools.partial(bool, paths), "the first request")
-            tg.cancel_scope.cancel()
-        assert paths[0] == first
-        assert "/api/info" not in paths
+@pytest.mark.parametrize(("mode", "stream"), [("v2", "/api/event"), ("v1", "/global/event")])
+async def test_api_v2_follows_api_event_whatever_api_info_says_and_api_v1_never_asks(
+    mode: str, stream: str
+) -> None:
+    """`api = "v2"` reads /api/info only for the server's pid (here it answers 404) and follows
+    /api/event; `api = "v1"` never asks and follows /global/event."""
+    paths: list[str] = []
+    serve = v2_server(v2_frames("answered"), paths=paths)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/info":
+            paths.append("/api/info")
+            return httpx.Response(404)
+        return serve(request)
+
+    daemon = daemon_for(handler, api=ApiMode(mode))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await wait_for(lambda: stream in paths, "the stream's request")
+        tg.cancel_scope.cancel()
+    assert next(p for p in paths if p != "/api/info") == stream
+    assert ("/api/info" in paths) is (mode == "v2")
+    assert daemon.watches[0].api_in_use == mode
 
 
 @pytest.mark.anyio

@@ -109,6 +109,7 @@ class FakeOpenCode2:
         self.requests: list[str] = []  # the paths asked, in order
         self.heartbeats = True  # False: the stream falls silent, comments and all
         self.streams = 0  # `/api/event` connections so far
+        self.pid = 4242  # what /api/info says: a test changes it to play a restart
         self._queue: queue.Queue[object] = queue.Queue()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -316,7 +317,12 @@ class FakeOpenCode2:
 
     def _rest(self, path: str) -> object | None:
         if path == "/api/info":
-            return {"version": VERSION, "pid": 4242, "urls": [self.url], "paths": {"tmp": "/tmp"}}
+            return {
+                "version": VERSION,
+                "pid": self.pid,
+                "urls": [self.url],
+                "paths": {"tmp": "/tmp"},
+            }
         if path == "/api/session/active":
             with self._lock:
                 return {"data": {sid: {"type": "running"} for sid in sorted(self.active)}}

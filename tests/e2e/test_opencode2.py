@@ -320,10 +320,18 @@ def test_a_prompt_answered_while_the_stream_was_down_ends_answered_after_the_rec
     assert (daemon.sample("opencode_watchdog_stream_reconnects", SERVER) or 0) >= 1
 
 
+@pytest.mark.parametrize(
+    ("restart", "reason"), [(False, "idle_without_reply"), (True, "server_restart")]
+)
 def test_a_prompt_lost_while_the_stream_was_down_is_dropped_after_the_reconnect(
-    fake: FakeOpenCode2, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+    fake: FakeOpenCode2,
+    webhook: WebhookReceiver,
+    daemon_factory: DaemonFactory,
+    restart: bool,
+    reason: str,
 ) -> None:
-    """The session is idle and its timeline shows no reply: the prompt was never answered."""
+    """The session is idle and its timeline shows no reply: the prompt was never answered; the
+    server restarted meanwhile when `/api/info` gives another pid."""
     daemon = watch(daemon_factory, fake, webhook, CALM)
     events = Events()
     prompt, enqueued = events.prompt()
@@ -333,9 +341,11 @@ def test_a_prompt_lost_while_the_stream_was_down_is_dropped_after_the_reconnect(
         {"id": prompt, "type": "user", "time": {"created": int(time.time() * 1000)}}
     ]
     fake.active.discard(events.session)
+    if restart:
+        fake.pid += 1
     fake.close_stream()
     settle(daemon, expect(accepted=1, completed_dropped=1, stall_dropped=1), "the lost prompt")
-    assert alert(webhook, "firing", "dropped", prompt)["reason"] == "server_restart"
+    assert alert(webhook, "firing", "dropped", prompt)["reason"] == reason
 
 
 # -- detection against the real OpenCode 1.18.33 ---------------------------------------------

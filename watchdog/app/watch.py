@@ -107,6 +107,8 @@ class ServerWatch:
         self.api_mode = api_mode
         self.api_in_use: str | None = None if api_mode == "auto" else api_mode
         self.server_version: str | None = None  # what an OpenCode 2 server's /api/info says
+        # Its process ids, before and at the latest connect: a new one is a server restart.
+        self._pids: tuple[int | None, int | None] = (None, None)
         self.api_known = anyio.Event()  # set once ``api_in_use`` is known
         self._v2_heartbeat = V2_HEARTBEAT if v2_heartbeat is None else v2_heartbeat
         # The admission probe's own sessions: their events never reach the tracker.
@@ -226,12 +228,20 @@ class ServerWatch:
         """Which API to follow on this connect: the configured one, or (auto) what the server's
         `GET /api/info` says; raises ``StreamError`` when the server cannot be asked."""
         api = self.api_mode
-        if api == "auto":
-            if self._api is None:
-                api = "v1"
-            else:
-                api, version = await detect_api(self._api)
-                self.server_version = version
+        if self._api is None:
+            api = "v1" if api == "auto" else api
+        elif api != "v1":
+            try:
+                info = await detect_api(self._api)
+            except StreamError:
+                if api == "auto":
+                    raise
+                info = None  # `api = "v2"`: the info was wanted for the pid only
+            if info is not None:
+                if api == "auto":
+                    api = info.api
+                self.server_version = info.version
+                self._pids = (self._pids[1], info.pid)
         if api != self.api_in_use or not isinstance(
             self.core.wire, V2Stream if api == "v2" else V1Stream
         ):
@@ -271,7 +281,11 @@ class ServerWatch:
         elif isinstance(event, StreamConnected):
             self._up(wall)
             self._connections += 1
-            self._restarted = self._connections > 1
+            before, now_pid = self._pids
+            if self.api_in_use == "v2" and before is not None and now_pid is not None:
+                self._restarted = before != now_pid  # OpenCode 2 says which process it is
+            else:
+                self._restarted = self._connections > 1
             self._reconcile_wanted.set()
         if core.probe_line and self.api_in_use != "v2":  # the probe speaks only 1.x
             scoped = self.source.path is StreamPath.DIRECTORY

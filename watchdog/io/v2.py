@@ -9,6 +9,8 @@ there gives ``{"healthy": true}`` with no version, so it cannot tell them apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import anyio
 import structlog
 
@@ -20,6 +22,7 @@ from watchdog.opencode.v2_rest import (
     decode_inbox,
     decode_messages,
     decode_requests,
+    pid_of_info,
     snapshot,
     version_of_info,
 )
@@ -32,8 +35,17 @@ CONCURRENCY = 4  # requests at once: a reconnect must not hammer a server that j
 MESSAGE_LIMIT = 50  # the newest messages: enough for the latest prompts and their steps
 
 
-async def detect_api(api: ServerApi) -> tuple[str, str | None]:
-    """("v2", its version) when `GET /api/info` says OpenCode 2, else ("v1", None).
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What `GET /api/info` told: the API, and for OpenCode 2 its version and process id."""
+
+    api: str
+    version: str | None = None
+    pid: int | None = None  # a new one after a reconnect: the server restarted
+
+
+async def detect_api(api: ServerApi) -> ServerInfo:
+    """ "v2" with its version and pid when `GET /api/info` says OpenCode 2, else "v1".
 
     A server that answers anything else (HTML, a 404, JSON without a version of 2 or later) is
     taken for 1.x. Raises ``AuthError`` and transport failures: nothing is known then, and
@@ -44,9 +56,11 @@ async def detect_api(api: ServerApi) -> tuple[str, str | None]:
     except AuthError:
         raise
     except ProtocolError:
-        return "v1", None
+        return ServerInfo("v1")
     detected = api_of_info(body)
-    return (detected, version_of_info(body)) if detected else ("v1", None)
+    if detected is None:
+        return ServerInfo("v1")
+    return ServerInfo(detected, version_of_info(body), pid_of_info(body))
 
 
 async def read_snapshots_v2(

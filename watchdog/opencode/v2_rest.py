@@ -43,6 +43,13 @@ def version_of_info(body: object) -> str | None:
     return version[:40] if isinstance(version, str) else None
 
 
+def pid_of_info(body: object) -> int | None:
+    """The server's process id (0 means it has none, as in a worker: no use then)."""
+    pid = body.get("pid") if isinstance(body, dict) else None
+    usable = isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
+    return pid if usable else None
+
+
 def decode_active(body: object) -> set[str] | None:
     """The running sessions; None when the answer is not the expected shape."""
     data = body.get("data") if isinstance(body, dict) else None
