@@ -21,6 +21,7 @@ from watchdog.app.config import Config
 from watchdog.app.daemon import Daemon, page_url
 from watchdog.app.replay import with_rotated
 from watchdog.core.settings import ServerConfig
+from watchdog.io.probe import Probe, ProbeSpec
 from watchdog.io.source import AuthError, EventSource
 from watchdog.io.webconfig import WebConfig
 
@@ -124,3 +125,25 @@ def test_probe_words_a_refused_connection_as_run_does() -> None:
     assert done.returncode == 1
     assert f"GET http://127.0.0.1:{port}/session: connection refused" in done.stderr
     assert "ConnectError" not in done.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("auth", "words"),
+    [
+        (None, "answered HTTP 401 (the server asks for a password): no password was given"),
+        (
+            httpx.BasicAuth("opencode", "wrong"),
+            "answered HTTP 401: check the username and password",
+        ),
+    ],
+)
+async def test_probe_says_whether_a_password_was_given(
+    auth: httpx.BasicAuth | None, words: str
+) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(401))
+    async with httpx.AsyncClient(transport=transport, auth=auth) as client:
+        result = await Probe(client, "http://oc.test", "oc").run(ProbeSpec())
+    assert not result.ok
+    assert result.reason is not None
+    assert words in result.reason
