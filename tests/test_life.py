@@ -569,3 +569,33 @@ async def test_a_removed_server_resolves_its_prompt_and_probe_alerts() -> None:
     assert len(receivers.probe_am("b", resolved=False, wall=clock.wall)) == 1  # fired once
     assert len(daemon.firing) == 0
     assert prober.describe("b") == []
+
+
+async def test_a_stop_resolves_nothing() -> None:
+    """A daemon that stops (SIGTERM, cancellation) resolves none of its firing alerts: the
+    prompt is still stalled; Alertmanager lets the alert end at its endsAt."""
+    clock = Clock()
+    receivers = Receivers()
+    options = RawOptions(
+        servers=["oc=http://oc.test"],
+        alertmanagers=["http://am.test:9093"],
+        webhooks=["http://hook.test/alerts"],
+        first_response_timeout="10s",
+    )
+    daemon = live_daemon(receivers, clock, options, options)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await connected(daemon)
+        feed(daemon, clock, prompt("ses_a", "msg_a", 1_800_000_000_000))
+        clock.advance(11)
+        tick(daemon, clock)
+        await wait_for(
+            lambda: bool(
+                receivers.am("msg_a", resolved=False, wall=clock.wall) and receivers.webhook
+            ),
+            "fired",
+        )
+        tg.cancel_scope.cancel()
+    assert receivers.am("msg_a", resolved=True, wall=clock.wall) == []
+    assert [w["status"] for w in receivers.webhook] == ["firing"]
+    assert len(daemon.firing) == 1

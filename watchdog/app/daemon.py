@@ -336,9 +336,11 @@ class Daemon:
 
     def _untracked(self, what: str) -> None:
         """An alert past the cap of firing alerts: delivered once, never re-sent."""
-        if self.alerting.alertmanager is not None:
+        resent = self.alerting.alertmanager is not None
+        if resent:
             self.metrics.alert_deliveries.labels(sink="alertmanager", result="untracked").inc()
-        log.error(
+        log.log(
+            logging.ERROR if resent else logging.WARNING,
             "alert.untracked",
             what=what,
             reason=f"{self.firing.max_active} alerts already firing; this one will not be re-sent",
