@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import MEASUREMENTS_ENV
@@ -27,25 +28,101 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
+OWN_SERVER = "own_server"
+
+
+class _Shared:
+    """The fake LLM and warmed opencode server the tests of one xdist worker share."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.llm: FakeLLM | None = None
+        self.server: OpenCodeServer | None = None
+
+    def get_llm(self) -> FakeLLM:
+        if self.llm is None:
+            self.llm = FakeLLM().start()
+        return self.llm
+
+    def get_server(self) -> OpenCodeServer:
+        """The shared server, cleaned for the next test; a new one if the last is unusable."""
+        server = self.server
+        if server is not None:
+            try:
+                if server.proc is None or server.proc.poll() is not None:
+                    raise AssertionError("the shared opencode server is not running")
+                server.clean()
+                server.measure_warm_reply()  # this moment's pace, not the first test's
+                server.clean()
+            except (AssertionError, httpx.HTTPError):
+                # Whatever the last test left, the next one gets a clean server.
+                server.close()
+                server = self.server = None
+        if server is None:
+            llm = self.get_llm()
+            server = OpenCodeServer(self.workdir / f"opencode-{os.getpid()}", llm.base_url)
+            try:
+                server.start()
+                server.warm_up()
+                server.clean()
+            except BaseException:
+                server.close()
+                raise
+            self.server = server
+        return server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.llm is not None:
+            self.llm.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Shared]:
+    shared = _Shared(tmp_path_factory.mktemp("shared"))
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 @pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    """A fresh fake LLM per test, so request counts belong to that test alone."""
-    with FakeLLM() as llm:
-        yield llm
+def fake_llm(request: pytest.FixtureRequest, _shared: _Shared) -> Iterator[FakeLLM]:
+    """The fake LLM, with no request seen yet: the worker's shared one, or (own_server) a new one."""
+    if request.node.get_closest_marker(OWN_SERVER):
+        with FakeLLM() as llm:
+            yield llm
+        return
+    llm = _shared.get_llm()
+    llm.reset()
+    yield llm
+    llm.reset()
 
 
 @pytest.fixture
 def opencode_server(
-    fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    fake_llm: FakeLLM,
+    _shared: _Shared,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OpenCodeServer]:
-    """A started, warmed-up, isolated opencode server wired to fake_llm; stopped at teardown."""
-    server = OpenCodeServer(tmp_path_factory.mktemp("opencode"), fake_llm.base_url)
-    try:
-        server.start()
-        server.warm_up()
-        yield server
-    finally:
-        server.close()
+    """A started, warmed-up opencode server wired to fake_llm, with no session in it.
+
+    One server per xdist worker is shared by its tests (each gets it cleaned: no session,
+    nothing running, a fresh warm reply measured for Pace); a test marked own_server gets an
+    isolated one, stopped at teardown.
+    """
+    if request.node.get_closest_marker(OWN_SERVER):
+        server = OpenCodeServer(tmp_path_factory.mktemp("opencode"), fake_llm.base_url)
+        try:
+            server.start()
+            server.warm_up()
+            yield server
+        finally:
+            server.close()
+        return
+    yield _shared.get_server()
 
 
 @pytest.fixture

@@ -332,6 +332,16 @@ class FakeLLM:
             self._thread.join(timeout=5)
         self._server.server_close()
 
+    def reset(self) -> None:
+        """Forget every request and release every held (hung) one; the fake keeps serving.
+
+        For a fake shared by the tests of one worker: each test starts with no requests seen.
+        """
+        self._server.stop_event.set()  # wakes every held request (they end as at stop())
+        self._server.stop_event.clear()
+        with self._server.lock:
+            self._server.requests.clear()
+
     def __enter__(self) -> FakeLLM:
         return self.start()
 

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import DaemonFactory
 from .fakellm import NORMAL_REPLY, TITLE_PREFIX, FakeLLM
@@ -119,6 +120,7 @@ def test_tool_prompt_waits_for_permission_then_answers(
     assert fake_llm.request_count("tool") == 1
 
 
+@pytest.mark.own_server
 def test_restart_keeps_port_and_leaves_interrupted_reply_incomplete(
     opencode_server: OpenCodeServer, fake_llm: FakeLLM
 ) -> None:

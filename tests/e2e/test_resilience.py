@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import DaemonFactory, Measure
 from .harness import OpenCodeServer, WebhookReceiver, free_port, wait_until
 from .proxy import FreezingProxy
@@ -41,6 +43,7 @@ def test_stall_survives_a_watchdog_restart_with_its_real_age(
     measure("stall lateness after a watchdog restart (s)", reported_at - (created + 8.0))
 
 
+@pytest.mark.own_server
 def test_server_restart_drops_the_lost_prompt_and_the_stream_comes_back(
     opencode_server: OpenCodeServer,
     webhook: WebhookReceiver,
@@ -223,6 +226,7 @@ def test_sighup_changes_a_timeout_without_losing_pending_prompts(
     assert counts(daemon) == expect(accepted=1, stall_no_response=1)
 
 
+@pytest.mark.own_server
 def test_prompts_in_two_project_directories_are_reconciled_per_directory(
     opencode_server: OpenCodeServer,
     webhook: WebhookReceiver,

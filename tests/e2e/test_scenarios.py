@@ -272,7 +272,7 @@ def test_permission_wait_longer_than_the_timeouts_is_no_stall(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
     """A tool waits for a person three times longer than every timeout: blocked, no stall."""
-    quick = opencode_server.quick_timeout(floor=2.0)
+    quick = opencode_server.quick_timeout(floor=3.0)
     daemon = watch(daemon_factory, opencode_server, webhook, timeouts(*[f"{quick}s"] * 3))
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "run a TOOL please")
