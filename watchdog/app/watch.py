@@ -318,6 +318,12 @@ class ServerWatch:
             retry_delay = self.retry_delay
             while True:
                 self._reconcile_wanted = anyio.Event()
+                if self.status.state is not StreamState.UP:
+                    # A read belongs to its connection: once the stream is down, its follow-up or
+                    # retry would read a restarted server as if nothing had broken (an idle status
+                    # ending a lost prompt idle_without_reply, not server_restart). The next
+                    # connect reads anew.
+                    break
                 failed = await self._reconcile_once()
                 if follow_up and self.follow_up_delay is not None:
                     delay, follow_up = self.follow_up_delay, False
