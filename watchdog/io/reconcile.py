@@ -119,10 +119,9 @@ async def read_state(
     async def read(session_id: str, directory: str | None) -> None:
         async with limiter:
             try:
-                body = await _read(
-                    api,
+                body = await api.get(
                     f"/session/{session_id}/message",
-                    directory,
+                    directory=directory,
                     params={"limit": str(MESSAGE_LIMIT)},
                 )
             except StreamError as exc:
@@ -170,7 +169,7 @@ async def _read_lists(
     lists = _Lists()
     for directory in directories:
         try:
-            body = await _read(api, "/session/status", directory)
+            body = await api.get("/session/status", directory=directory)
         except AuthError:
             raise
         except StreamError as exc:
@@ -182,7 +181,7 @@ async def _read_lists(
         complete = True
         for what, path in (("permission", "/permission"), ("question", "/question")):
             try:
-                listed = decode_waiting(await _read(api, path, directory))
+                listed = decode_waiting(await api.get(path, directory=directory))
             except AbsentError:
                 listed = {}  # older servers have no /question: nobody can be asked one
             except AuthError:
@@ -196,13 +195,6 @@ async def _read_lists(
         if complete:
             lists.waiting_read.add(directory)
     return lists
-
-
-async def _read(
-    api: ServerApi, path: str, directory: str | None, params: dict[str, str] | None = None
-) -> object:
-    """GET ``path``; bad credentials stop the whole read, other failures are the caller's."""
-    return await api.get(path, directory=directory, params=params)
 
 
 async def _get(
