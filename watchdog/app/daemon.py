@@ -26,7 +26,7 @@ from watchdog.app.page import PageView, ServerView
 from watchdog.app.page import render as render_page
 from watchdog.app.prober import Prober
 from watchdog.app.views import SESSIONS_LISTED, incident_doc
-from watchdog.app.watch import V2_HEARTBEAT, V2_MISSED_HEARTBEATS, ServerWatch, StreamState
+from watchdog.app.watch import ServerWatch, StreamState, v2_window
 from watchdog.core.clock import iso
 from watchdog.core.settings import ApiMode, ConfigError, ServerConfig
 from watchdog.core.tracker import Tracker
@@ -230,11 +230,7 @@ class Daemon:
         )
         # An OpenCode 2 stream is quiet for 15 s between its heartbeat comments: its read timeout
         # is its liveness window, three of them (watch.py), when the liveness timeout is shorter.
-        read = (
-            liveness
-            if server.api is ApiMode.V1
-            else max(liveness, V2_MISSED_HEARTBEATS * V2_HEARTBEAT)
-        )
+        read = liveness if server.api is ApiMode.V1 else v2_window(liveness)
         client = httpx.AsyncClient(
             transport=self._transport,
             auth=auth,

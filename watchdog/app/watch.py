@@ -56,6 +56,13 @@ V2_HEARTBEAT = 15.0
 V2_MISSED_HEARTBEATS = 3
 
 
+def v2_window(liveness: float, heartbeat: float | None = None) -> float:
+    """An OpenCode 2 stream's liveness window: quiet between its heartbeat comments, so three of
+    them at least, however short the liveness timeout."""
+    beat = V2_HEARTBEAT if heartbeat is None else heartbeat
+    return max(liveness, V2_MISSED_HEARTBEATS * beat)
+
+
 class StreamState(enum.StrEnum):
     """Where a server's stream stands."""
 
@@ -148,7 +155,7 @@ class ServerWatch:
         sends nothing but a comment every 15 s on a quiet stream: three of them at least."""
         liveness = self._liveness
         if liveness is not None and self.api_in_use == "v2":
-            return max(liveness, V2_MISSED_HEARTBEATS * self._v2_heartbeat)
+            return v2_window(liveness, self._v2_heartbeat)
         return liveness
 
     @property
