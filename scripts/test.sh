@@ -29,7 +29,7 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict" && .venv/bin/mypy
 echo "== pytest"
 status=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
+HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1

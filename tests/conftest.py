@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, settings
 
 from watchdog.app.replay import Recorded, read_sse, replay
 from watchdog.core.settings import Timeouts
@@ -23,6 +25,26 @@ VERSIONS = ("1.18.33", "1.15.13")
 # workers, so each appends to a file the controller names and reads back; these hooks live here
 # because only the controller's initial conftest sees the start and the end of the run.
 MEASUREMENTS_ENV = "OPENCODE_WATCHDOG_E2E_MEASUREMENTS"
+# Where an end-to-end test that failed leaves its processes' whole logs (tests/e2e/conftest.py);
+# emptied at the start of each run, so it holds the last run's failures only.
+TEST_LOGS = Path(__file__).resolve().parents[1] / "test-logs"
+
+# Hypothesis profiles (`HYPOTHESIS_PROFILE=NAME` or `--hypothesis-profile=NAME`). None has a
+# deadline or a too-slow health check: both measure this machine's speed, and a loaded 2-core
+# machine runs an example many times slower than an idle one, which says nothing about the code.
+#   default  a developer's run: Hypothesis's own example counts, its database in .hypothesis/
+#   ci       what scripts/test.sh runs: no database (a clean clone has none to replay), and a
+#            failure prints the blob that reproduces it (`@reproduce_failure`)
+#   long     a search before a release or after a change to the core: 20 times the examples
+_QUIET = [HealthCheck.too_slow]
+settings.register_profile("default", deadline=None, suppress_health_check=_QUIET)
+settings.register_profile(
+    "ci", deadline=None, suppress_health_check=_QUIET, database=None, print_blob=True
+)
+settings.register_profile(
+    "long", deadline=None, suppress_health_check=_QUIET, max_examples=2000, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def capture(version: str, scenario: str, *, stream: str = "event") -> list[Recorded]:
@@ -62,12 +84,18 @@ def pytest_configure(config: pytest.Config) -> None:
         handle, path = tempfile.mkstemp(prefix="opencode-watchdog-e2e-", suffix=".jsonl")
         os.close(handle)
         os.environ[MEASUREMENTS_ENV] = path
+        shutil.rmtree(TEST_LOGS, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print what the end-to-end tests measured."""
     if hasattr(terminalreporter.config, "workerinput"):
         return  # an xdist worker: the controller prints
+    kept = sorted(TEST_LOGS.iterdir()) if TEST_LOGS.is_dir() else []
+    if kept:
+        terminalreporter.section("logs of failed end-to-end tests")
+        for folder in kept:
+            terminalreporter.write_line(str(folder))
     path = Path(os.environ.get(MEASUREMENTS_ENV, ""))
     if not path.is_file():
         return

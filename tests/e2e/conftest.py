@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import MEASUREMENTS_ENV
+from tests.conftest import MEASUREMENTS_ENV, TEST_LOGS
 
 from .fakellm import FakeLLM
 from .harness import DaemonProcess, OpenCodeServer, WebhookReceiver, free_port
@@ -29,6 +30,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 OWN_SERVER = "own_server"
+
+# A failed test's logs: each fixture that starts a process names what to keep, as a file name and
+# a function that reads it at the end of the test (after the process stopped, so it is whole).
+Keep = list[tuple[str, Callable[[], str]]]
+_KEEP = pytest.StashKey[Keep]()
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's report, for _failure_logs."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def keep(request: pytest.FixtureRequest, name: str, read: Callable[[], str]) -> None:
+    """Have the test's log folder hold ``name`` (read at the end) if the test fails."""
+    request.node.stash.setdefault(_KEEP, []).append((name, read))
+
+
+@pytest.fixture(autouse=True)
+def _failure_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A failed test leaves test-logs/<test>/: the failure and its processes' whole logs.
+
+    Torn down after the test's other fixtures (it is set up first), so daemons have stopped and
+    their output is complete.
+    """
+    yield
+    reports = request.node.stash.get(_REPORTS, {})
+    failed = [r for r in reports.values() if r.failed]
+    if not failed:
+        return
+    folder = TEST_LOGS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid).strip("_")
+    folder.mkdir(parents=True, exist_ok=True)
+    failure = "\n\n".join(f"--- {r.when} ---\n{r.longreprtext}" for r in failed)
+    (folder / "failure.txt").write_text(f"{request.node.nodeid}\n\n{failure}\n", "utf-8")
+    for name, read in request.node.stash.get(_KEEP, []):
+        try:
+            text = read()
+        except Exception as error:  # a log that cannot be read must not hide the others
+            text = f"(could not read: {error!r})"
+        (folder / name).write_text(text, "utf-8")
+    print(f"logs of this failure: {folder}")
 
 
 class _Shared:
@@ -115,6 +162,7 @@ def opencode_server(
     """
     if request.node.get_closest_marker(OWN_SERVER):
         server = OpenCodeServer(tmp_path_factory.mktemp("opencode"), fake_llm.base_url)
+        keep(request, "opencode-server.log", lambda: _read_from(server.log_path, 0))
         try:
             server.start()
             server.warm_up()
@@ -122,18 +170,31 @@ def opencode_server(
         finally:
             server.close()
         return
-    yield _shared.get_server()
+    server = _shared.get_server()
+    start = server.log_path.stat().st_size if server.log_path.exists() else 0
+    keep(request, "opencode-server.log", lambda: _read_from(server.log_path, start))
+    yield server
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The text of ``path`` from byte ``offset`` on (a shared server's log since a test began)."""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 @pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
+def webhook(request: pytest.FixtureRequest) -> Iterator[WebhookReceiver]:
     """A webhook receiver on 127.0.0.1 collecting JSON POST bodies."""
     with WebhookReceiver() as receiver:
+        keep(
+            request, "webhook.jsonl", lambda: "".join(json.dumps(b) + "\n" for b in receiver.bodies)
+        )
         yield receiver
 
 
 @pytest.fixture
-def daemon_factory() -> Iterator[DaemonFactory]:
+def daemon_factory(request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     """Start daemons with `factory(args, env=..., wait=True)`; all are stopped at teardown.
 
     Adds `--listen 127.0.0.1:<free port>` when args have no --listen, and by default waits
@@ -152,6 +213,10 @@ def daemon_factory() -> Iterator[DaemonFactory]:
             argv += ["--listen", f"127.0.0.1:{free_port()}"]
         daemon = DaemonProcess(argv, env=env, command=command)
         started.append(daemon)
+        name = f"daemon-{len(started)}"
+        keep(request, f"{name}.stdout.log", lambda: "\n".join(daemon.stdout_lines) + "\n")
+        keep(request, f"{name}.stderr.log", lambda: "\n".join(daemon.stderr_lines) + "\n")
+        keep(request, f"{name}.args", lambda: "\n".join(daemon.args) + "\n")
         if wait:
             daemon.wait_listening()
         return daemon
