@@ -69,8 +69,11 @@ def run(
     return tracker, [t for _, t in happened]
 
 
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds.
+
+    The in-process tests' timeouts are fractions of a second; the wait is only spent when the
+    thing never comes, so it is long enough for a loaded machine to get there."""
     with anyio.move_on_after(timeout):
         while not predicate():
             await anyio.sleep(0.01)

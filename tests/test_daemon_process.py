@@ -6,7 +6,8 @@ import signal
 import socket
 from pathlib import Path
 
-from tests.e2e.harness import DaemonProcess, free_port, wait_until
+from tests.e2e.harness import PATIENCE, DaemonProcess, free_port, wait_until
+from watchdog.app.config import DEFAULT_SHUTDOWN_GRACE
 
 
 def test_daemon_speaks_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
@@ -43,9 +44,10 @@ def test_daemon_speaks_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None
                 drain()
                 return received.count("WATCHDOG=1") >= 2 or None
 
-            wait_until(pinged, 20, "READY=1 and two watchdog pings", 0.05, daemon.output_tail)
+            wait_until(pinged, PATIENCE, "READY=1 and two pings", 0.05, daemon.output_tail)
             daemon.send_signal(signal.SIGTERM)
-            wait_until(lambda: daemon.returncode is not None or None, 10, "exit", 0.05)
+            exits = DEFAULT_SHUTDOWN_GRACE + PATIENCE
+            wait_until(lambda: daemon.returncode is not None or None, exits, "exit", 0.05)
             drain()
         finally:
             daemon.stop()

@@ -380,9 +380,7 @@ async def test_a_recording_replays_to_what_the_live_daemon_reported(tmp_path: Pa
     daemon.timers._dispatch = keep
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
-        await wait_for(
-            lambda: any(isinstance(t, Stalled) for t in live), "the live stall", timeout=30
-        )
+        await wait_for(lambda: any(isinstance(t, Stalled) for t in live), "the live stall")
         tg.cancel_scope.cancel()
     recording = list(read_recording(path.read_text().splitlines()))
     core = ServerCore("laptop", V1Stream(directory_scoped=False), timeouts)

@@ -91,18 +91,33 @@ class _Shared:
             self.llm = FakeLLM().start()
         return self.llm
 
+    def quiesce(self) -> None:
+        """Clean the shared server, if any (no session, nothing running); drop it if unusable.
+
+        Before the fake LLM is reset: a reset releases the requests it holds (hung replies), and
+        a session still alive retries them at once, so the next test would see them as its own.
+        """
+        server = self.server
+        if server is None:
+            return
+        try:
+            if server.proc is None or server.proc.poll() is not None:
+                raise AssertionError("the shared opencode server is not running")
+            server.clean()
+        except (AssertionError, httpx.HTTPError):
+            # Whatever the last test left, the next one gets a clean server.
+            server.close()
+            self.server = None
+
     def get_server(self) -> OpenCodeServer:
         """The shared server, cleaned for the next test; a new one if the last is unusable."""
+        self.quiesce()
         server = self.server
         if server is not None:
             try:
-                if server.proc is None or server.proc.poll() is not None:
-                    raise AssertionError("the shared opencode server is not running")
-                server.clean()
                 server.measure_warm_reply()  # this moment's pace, not the first test's
                 server.clean()
             except (AssertionError, httpx.HTTPError):
-                # Whatever the last test left, the next one gets a clean server.
                 server.close()
                 server = self.server = None
         if server is None:
@@ -139,12 +154,27 @@ def fake_llm(request: pytest.FixtureRequest, _shared: _Shared) -> Iterator[FakeL
     """The fake LLM, with no request seen yet: the worker's shared one, or (own_server) a new one."""
     if request.node.get_closest_marker(OWN_SERVER):
         with FakeLLM() as llm:
+            keep(request, "fake-llm-requests.jsonl", lambda: _requests_seen(llm))
             yield llm
         return
     llm = _shared.get_llm()
+    _shared.quiesce()
     llm.reset()
+    seen: list[str] = []  # read before the reset below, which forgets them
+    keep(request, "fake-llm-requests.jsonl", lambda: "".join(seen))
     yield llm
+    seen.append(_requests_seen(llm))
+    _shared.quiesce()
     llm.reset()
+
+
+def _requests_seen(llm: FakeLLM) -> str:
+    """What the fake LLM was asked during the test: time, mode, role of the last message."""
+    rows = [
+        {"at": r.at, "path": r.path, "mode": r.mode, "last_role": r.last_role, "stream": r.stream}
+        for r in llm.requests
+    ]
+    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 @pytest.fixture

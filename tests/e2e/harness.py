@@ -184,7 +184,7 @@ class OpenCodeServer:
         password: str | None = None,
         binary: Path | None = None,
         config_overrides: Mapping[str, Any] | None = None,
-        ready_timeout: float = 60.0,
+        ready_timeout: float = PATIENCE,
     ) -> None:
         self.workdir = workdir
         self.home = workdir / "home"
@@ -510,7 +510,7 @@ class OpenCodeServer:
         return bool(r.json())
 
     def read_events(
-        self, path: str = "/global/event", count: int = 1, timeout: float = 15.0
+        self, path: str = "/global/event", count: int = 1, timeout: float = PATIENCE
     ) -> list[dict[str, Any]]:
         """Open an SSE endpoint and return its first `count` JSON events (bounded by timeout)."""
         events: list[dict[str, Any]] = []

@@ -43,7 +43,7 @@ def test_hang_leaves_session_busy_with_incomplete_reply(
     mid = opencode_server.send_prompt(sid, "please HANG")
     fake_llm.wait_for_request(lambda r: r.mode == "hang", timeout=PATIENCE)
 
-    status = opencode_server.wait_for_status(sid, "busy", timeout=10)
+    status = opencode_server.wait_for_status(sid, "busy")
     replies = opencode_server.wait_until(
         lambda: opencode_server.assistant_replies(sid, mid), 10, "the placeholder reply"
     )
@@ -57,7 +57,7 @@ def test_global_event_stream_starts_with_server_connected(
     opencode_server: OpenCodeServer,
 ) -> None:
     """The first event on /global/event is server.connected, wrapped in a payload."""
-    events = opencode_server.read_events("/global/event", count=1, timeout=15)
+    events = opencode_server.read_events("/global/event", count=1)
 
     assert len(events) == 1, events
     assert events[0]["payload"]["type"] == "server.connected"
@@ -84,7 +84,7 @@ def test_repeated_message_id_after_reply_does_not_reach_llm(
     sid = opencode_server.create_session()
     mid = opencode_server.send_prompt(sid, "hello")
     opencode_server.wait_for_reply(sid, mid, timeout=PATIENCE)
-    opencode_server.wait_for_status(sid, "idle", timeout=10)
+    opencode_server.wait_for_status(sid, "idle")
     before = fake_llm.request_count()
 
     assert opencode_server.prompt_async(sid, "hello again", message_id=mid) == 204

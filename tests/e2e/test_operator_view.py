@@ -33,7 +33,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "watchdog", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE,
         check=False,
         cwd=REPO_ROOT,
         env=env,
@@ -180,7 +180,7 @@ def test_replay_of_a_fresh_recording_works_as_the_readme_says(
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE,
         check=False,
         cwd=tmp_path,
     )

@@ -22,6 +22,7 @@ from watchdog.io.probe import Probe, ProbeResult, ProbeSpec, Step
 from .conftest import DaemonFactory
 from .fakellm import FakeLLM
 from .harness import (
+    PATIENCE,
     REPO_ROOT,
     DaemonProcess,
     OpenCodeServer,
@@ -58,7 +59,7 @@ def status_cli(daemon_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=PATIENCE,
         check=False,
     )
 
@@ -214,7 +215,9 @@ def test_daemon_probes_exports_metrics_and_never_counts_its_probes(
     (session,) = probe_sessions(opencode_server)
     # Several probes later (each stored a message), well past the 2 s first-response timeout.
     wait_until(
-        lambda: len(opencode_server.messages(session["id"])) >= 6 or None, 60, "six probe messages"
+        lambda: len(opencode_server.messages(session["id"])) >= 6 or None,
+        PATIENCE,
+        "six probe messages",
     )
     time.sleep(3)
     assert daemon.sample("opencode_watchdog_prompts_accepted", SERVER) == 0
@@ -244,7 +247,7 @@ def test_failed_probe_alerts_in_every_sink_and_resolves(
         url=swallowing_proxy.url,
         extra=["--probe-interval", "2s"],
     )
-    firing = webhook.wait_for(lambda b: b.get("kind") == "probe_failed", timeout=60)
+    firing = webhook.wait_for(lambda b: b.get("kind") == "probe_failed")
     assert firing["status"] == "firing"
     assert firing["server"] == "local"
     assert firing["shape"] == "current"
@@ -257,7 +260,7 @@ def test_failed_probe_alerts_in_every_sink_and_resolves(
     assert daemon.sample("opencode_watchdog_probe_last_success_timestamp_seconds", labels) is None
     swallowing_proxy.swallowing = False
     resolved = webhook.wait_for(
-        lambda b: b.get("kind") == "probe_failed" and b["status"] == "resolved", timeout=60
+        lambda b: b.get("kind") == "probe_failed" and b["status"] == "resolved"
     )
     assert resolved["since"] == firing["since"]
     daemon.wait_for_sample("opencode_watchdog_probe_success", labels, lambda v: v == 1)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from watchdog.app.config import DEFAULT_SHUTDOWN_GRACE
+from watchdog.app.watch import RETRY_CAP
+
 from .conftest import DaemonFactory, Measure
-from .harness import OpenCodeServer, WebhookReceiver, free_port, wait_until
+from .harness import PATIENCE, OpenCodeServer, WebhookReceiver, free_port, wait_until
 from .proxy import FreezingProxy
 from .test_scenarios import SERVER, alert, counts, expect, settle, watch
 
@@ -69,7 +72,11 @@ def test_server_restart_drops_the_lost_prompt_and_the_stream_comes_back(
     assert daemon.healthz().status_code == 503
     assert daemon.healthz().json()["servers"]["local"]["live"] is False
     opencode_server.start()
-    daemon.wait_for_sample("opencode_watchdog_stream_up", SERVER, lambda v: v == 1, timeout=90)
+    # The stream's retries were backing off while the server was away: the next may be a whole
+    # backoff cap after the server is back.
+    daemon.wait_for_sample(
+        "opencode_watchdog_stream_up", SERVER, lambda v: v == 1, timeout=PATIENCE + RETRY_CAP
+    )
     assert (daemon.sample("opencode_watchdog_stream_reconnects", SERVER) or 0) >= 1
     dropped = alert(webhook, "firing", "dropped", lost)
     assert dropped["reason"] == "server_restart"
@@ -184,7 +191,9 @@ def test_sigterm_exits_zero_promptly(
     daemon = watch(daemon_factory, opencode_server, webhook, ())
     started = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
-    wait_until(lambda: daemon.returncode is not None or None, 10, "the daemon to exit")
+    # The daemon may spend its shutdown grace delivering alerts; then it must be gone.
+    exits = DEFAULT_SHUTDOWN_GRACE + PATIENCE
+    wait_until(lambda: daemon.returncode is not None or None, exits, "the daemon to exit")
     measure("SIGTERM -> exit (s)", time.monotonic() - started)
     assert daemon.returncode == 0
     assert daemon.logs("daemon.stopped")

@@ -183,16 +183,18 @@ def test_hang_mid_reply_is_inactive(
 def test_slow_steady_reply_does_not_stall(
     opencode_server: OpenCodeServer, webhook: WebhookReceiver, daemon_factory: DaemonFactory
 ) -> None:
-    """Twelve tokens, one a second, with a 3 s inactivity timeout: answered, never stalled."""
+    """Twelve tokens, one a second, with an inactivity timeout shorter than the reply (at least
+    3 s, longer on a slow machine: this server's quick timeout): answered, never stalled."""
+    quiet = max(3.0, opencode_server.quick_timeout())
     daemon = watch(
         daemon_factory,
         opencode_server,
         webhook,
-        timeouts("20s", "3s"),
+        timeouts(f"{max(20.0, quiet)}s", f"{quiet}s"),
     )
     session = opencode_server.create_session()
     message = opencode_server.send_prompt(session, "SLOW12 please")
-    opencode_server.wait_for_reply(session, message, timeout=60)
+    opencode_server.wait_for_reply(session, message, timeout=PATIENCE + 12)
     settle(daemon, expect(accepted=1, completed_answered=1), "the slow reply")
     assert webhook.requests == []
     duration = daemon.sample(
@@ -307,7 +309,7 @@ def test_twenty_concurrent_sessions_with_mixed_outcomes(
         opencode_server.send_prompt(s, text) for s, text in zip(sessions, plan, strict=True)
     ]
     for session, message in list(zip(sessions, messages, strict=True))[16:]:
-        opencode_server.wait_for_reply(session, message, timeout=60)
+        opencode_server.wait_for_reply(session, message)
         assert opencode_server.prompt_async(session, "again", message_id=message) == 204
     settle(
         daemon,

@@ -37,6 +37,8 @@ from watchdog.sinks.metrics import Metrics, ServerSnapshot
 
 log = structlog.get_logger("watchdog.stream")
 
+# The longest wait between two attempts to open a stream that keeps failing (from 1 s, doubling).
+RETRY_CAP = 60.0
 # A stream that stayed up this long counts as healthy: the next failure starts backoff afresh.
 HEALTHY_AFTER = 60.0
 # Wrong credentials will not fix themselves in a second; don't hammer the server's auth.
@@ -135,7 +137,7 @@ class ServerWatch:
         self._reschedule = reschedule
         self._clock = clock  # wall: for people
         self._monotonic = monotonic  # deadlines and waits
-        self._backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self._backoff = backoff or Backoff(base=1.0, cap=RETRY_CAP)
         self._sleep = sleep
         self._liveness = liveness
         self._warned_types: set[str] = set()
