@@ -39,6 +39,7 @@ class Run:
     seconds: float
     summary: str
     hog_cpu_seconds: list[float]
+    commit: str
     log: str
 
 
@@ -88,12 +89,21 @@ def one_run(
                 stop(proc)
         seconds = time.monotonic() - started
         hog_cpu = [cpu_seconds(h.pid) - b for h, b in zip(hogs, before, strict=True)]
+        head = ["git", "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(  # noqa: S603
+            head,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     summary = ""
     for line in log.read_text(errors="replace").splitlines():
         match = SUMMARY.match(line.strip())
         if match:
             summary = match.group(1)
-    return Run(number, code, round(seconds, 1), summary, [round(c, 1) for c in hog_cpu], str(log))
+    hog_cpu_seconds = [round(c, 1) for c in hog_cpu]
+    return Run(number, code, round(seconds, 1), summary, hog_cpu_seconds, commit, str(log))
 
 
 def main() -> int:
@@ -123,7 +133,7 @@ def main() -> int:
             print(
                 f"run {number}: {verdict} in {run.seconds:.0f} s"
                 f" ({run.seconds / 60:.1f} min); {run.summary or 'no pytest summary'};"
-                f" hogs' CPU {run.hog_cpu_seconds} s; log {run.log}",
+                f" hogs' CPU {run.hog_cpu_seconds} s; at {run.commit}; log {run.log}",
                 flush=True,
             )
     finally:
