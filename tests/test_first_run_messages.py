@@ -131,10 +131,10 @@ def test_probe_words_a_refused_connection_as_run_does() -> None:
 @pytest.mark.parametrize(
     ("auth", "words"),
     [
-        (None, "answered HTTP 401 (the server asks for a password): no password was given"),
+        (None, "answered 401 (the server asks for a password): no password was given"),
         (
             httpx.BasicAuth("opencode", "wrong"),
-            "answered HTTP 401: check the username and password",
+            "answered 401: check the username and password",
         ),
     ],
 )

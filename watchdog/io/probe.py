@@ -25,7 +25,7 @@ from watchdog.core.clock import iso
 from watchdog.core.events import StreamConnected
 from watchdog.core.settings import ProbeShape
 from watchdog.io.httperrors import failure_cause
-from watchdog.io.source import NO_CREDENTIALS_HINT, EventSource, ServerApi, StreamError, StreamPath
+from watchdog.io.source import EventSource, ServerApi, StreamError, StreamPath, auth_error
 from watchdog.io.sse import Oversized
 from watchdog.opencode.v1 import PROBE_TITLE
 from watchdog.opencode.v1_probe import (
@@ -589,18 +589,8 @@ class Probe:
         except httpx.HTTPError as exc:
             # Worded as the daemon's stream words it: `http://host:port/session: connection refused`.
             raise _BrokenError(step, f"{method} {url}: {failure_cause(exc)}") from None
-        if response.status_code == 401 and "authorization" not in response.request.headers:
-            raise _BrokenError(
-                step,
-                f"{method} {path} answered HTTP 401 (the server asks for a password): "
-                f"{NO_CREDENTIALS_HINT}",
-            )
         if response.status_code in (401, 403):
-            raise _BrokenError(
-                step,
-                f"{method} {path} answered HTTP {response.status_code}: "
-                "check the username and password",
-            )
+            raise _BrokenError(step, str(auth_error(f"{method} {path}", response)))
         return response
 
 
