@@ -23,7 +23,7 @@ from tests.test_alertmanager_real import (  # noqa: F401 - fixtures, used by nam
 )
 
 from .conftest import DaemonFactory, Measure
-from .harness import PATIENCE, DaemonProcess, OpenCodeServer, Pace, WebhookReceiver, wait_until
+from .harness import DaemonProcess, OpenCodeServer, Pace, WebhookReceiver, wait_until
 from .proxy import FaultProxy
 from .test_scenarios import SERVER, counts, expect, pending, settle, timeouts
 
@@ -73,18 +73,6 @@ def reconnected_with_unknowns(daemon: DaemonProcess, what: str) -> dict[str, Any
     return done
 
 
-def log_after(daemon: DaemonProcess, earlier: dict[str, Any], event: str) -> dict[str, Any]:
-    """The first log record of ``event`` written after ``earlier`` (bounded wait)."""
-
-    def find() -> dict[str, Any] | None:
-        records = daemon.logs()
-        later = records[records.index(earlier) + 1 :]
-        return next((r for r in later if r.get("event") == event), None)
-
-    found: dict[str, Any] = wait_until(find, PATIENCE, f"{event} after {earlier.get('event')}")
-    return found
-
-
 def daemon_time(daemon: DaemonProcess) -> float:
     return datetime.fromisoformat(daemon.status()["now"]).timestamp()
 
@@ -115,10 +103,13 @@ def test_a_status_read_failing_during_a_reconnect_drops_nothing(
     failures = {**SERVER, "what": "status"}
     assert (daemon.sample("opencode_watchdog_reconcile_failures", failures) or 0) >= 1
     proxy.heal()
-    recovered = daemon.wait_for_log(
+    # read_recovered is logged in the step that feeds the read to the tracker (nothing awaited
+    # between), so whatever the daemon answers next reflects it. Not reconcile.done: that line is
+    # rate-limited like any repeated one, and under load the recovering read was the sixth
+    # reconcile of its minute, held back (a flaky wait once).
+    daemon.wait_for_log(
         lambda r: r.get("event") == "reconcile.read_recovered" and r.get("what") == "status"
     )
-    log_after(daemon, recovered, "reconcile.done")  # the read that succeeded, fed
     measure("status read failing -> read again after healing (s)", time.monotonic() - cut_at)
     assert counts(daemon) == expect(accepted=1)
     assert pending(daemon, "waiting") == 1
@@ -163,8 +154,8 @@ def test_a_permission_read_failing_during_a_reconnect_keeps_the_wait(
     assert counts(daemon) == expect(accepted=1)
     assert pending(daemon, "blocked") == 1
     proxy.heal()
-    recovered = daemon.wait_for_log(lambda r: r.get("event") == "reconcile.read_recovered")
-    log_after(daemon, recovered, "reconcile.done")
+    # read_recovered, not reconcile.done: see the test above.
+    daemon.wait_for_log(lambda r: r.get("event") == "reconcile.read_recovered")
     assert pending(daemon, "blocked") == 1  # read whole again: the permission still pending
     assert {r["what"] for r in daemon.logs("reconcile.read_failed")} == {"permission", "question"}
     assert opencode_server.reply_permission(request["id"])
