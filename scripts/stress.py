@@ -106,6 +106,10 @@ def one_run(
     return Run(number, code, round(seconds, 1), summary, hog_cpu_seconds, commit, str(log))
 
 
+def _stop_series(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="how many runs (default 3)")
@@ -123,6 +127,9 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     command = ["bash", "scripts/test.sh", *args.pytest_args]
     print(f"{args.runs} runs of `{' '.join(command)}` with {args.hogs} CPU hogs; logs in {logs}")
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) ends the series cleanly.
+    signal.signal(signal.SIGTERM, _stop_series)
+    signal.signal(signal.SIGINT, _stop_series)
     hogs = start_hogs(args.hogs)
     runs: list[Run] = []
     try:
