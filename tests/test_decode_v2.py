@@ -1,9 +1,10 @@
 """The OpenCode 2 decoder (`/api/event`): each stream's verdict through the real core, and bad
 input as data, never an exception.
 
-The `tests/fixtures/opencode2/*.api-event.sse` streams follow the order and fields of published
-real 2.0.12/2.0.19 streams and the upstream schema (see the SOURCES file there); the cases built
-in this file are synthetic: no real stream of them was seen.
+`tests/fixtures/opencode2/amx-2.0.16/` holds real recordings of opencode v2.0.16 (copied byte-exact,
+see the SOURCES file there); the `*.api-event.sse` streams beside them are reconstructions that
+follow published real 2.0.12/2.0.19 streams and the upstream schema; the cases built in this file
+are synthetic: no real stream of them was seen.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from watchdog.io.record import Recorder
 from watchdog.opencode.ids import event_time
 from watchdog.opencode.strip import strip_text
 from watchdog.opencode.v2 import V2Stream
+from watchdog.opencode.v2_rest import decode_messages
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode2"
 TIMEOUTS = Timeouts(first_response=60.0, inactivity=60.0, tool=600.0, turn_start=30.0)
@@ -173,6 +175,245 @@ def test_an_execution_that_fails_before_any_step_fails_its_prompt_with_the_cause
     assert failed[0].error is not None
     assert failed[0].error.name == "provider.no-route"
     assert failed[0].error.message == "Model unavailable: fake/nope"
+
+
+# -- real recordings: opencode v2.0.16 (saifulapm/amx) -------------------------------------
+
+RECORDED = FIXTURES / "amx-2.0.16"
+RECORDINGS = ("turn", "steer", "interrupt", "permission", "question", "failure")
+
+
+def recorded(name: str) -> list[str]:
+    """A recorded event feed, one event a line, as the server made them (no SSE framing, no
+    `server.connected`, no heartbeat comments: the recorder sat behind the client)."""
+    return (RECORDED / "events" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+
+
+def inboxes(name: str) -> list[str]:
+    """The prompts a recording enqueues, in order."""
+    return [
+        json.loads(d)["data"]["inboxID"]
+        for d in recorded(name)
+        if json.loads(d)["type"] == "session.inbox.enqueued"
+    ]
+
+
+def completed(out: list[Transition]) -> list[tuple[str | None, Outcome, str | None]]:
+    return [(t.prompt.message_id, t.outcome, t.reason) for t in out if isinstance(t, Completed)]
+
+
+def last_event(name: str) -> object:
+    """What the decoder makes of a recording's last terminal event, after the lines before it."""
+    wire = V2Stream()
+    lines = recorded(name)
+    terminal = max(
+        i for i, d in enumerate(lines) if json.loads(d)["type"].startswith("session.execution.")
+    )
+    for data in lines[:terminal]:
+        wire.decode(data, 0.0)
+    line = wire.decode(lines[terminal], 0.0)
+    assert line is not None
+    return line.event
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_every_recorded_line_decodes_and_unknown_kinds_are_tolerated(name: str) -> None:
+    """Nothing of a real 2.0.16 feed is malformed; what it sends beyond the tracker's needs
+    (`session.viewed`, `shell.*`, `project.updated`, `session.instructions.updated`, usage and
+    renames) is known and ignored, never an error."""
+    wire = V2Stream()
+    types = set()
+    for data in recorded(name):
+        line = wire.decode(data, 1_790_708_782.0)
+        assert line is not None
+        assert not isinstance(line.event, Malformed), (name, data[:80], line.event)
+        assert not (isinstance(line.event, Ignored) and not line.event.known), (name, line.type)
+        types.add(line.type)
+    assert "session.created" in types
+    assert "session.instructions.updated" in types
+
+
+def test_recorded_turn_with_a_shell_tool_is_answered() -> None:
+    """A fresh session, `sleep 40` in the shell tool (33 s without an event while it ran), then
+    "done": one prompt answered, its two steps' usage told, nothing fired within the defaults."""
+    out = play(recorded("turn"))
+    assert completed(out) == [(inboxes("turn")[0], Outcome.ANSWERED, "stop")]
+    assert stalls(out) == []
+    assert len([t for t in out if isinstance(t, FirstResponse)]) == 1
+    usage = [t for t in out if isinstance(t, Usage)]
+    assert [u.tokens.input if u.tokens else None for u in usage] == [3643, 3737]
+    assert {(u.provider, u.model) for u in usage} == {("opencode", "longcat-2.5-preview-free")}
+
+
+def test_recorded_turn_fires_the_tool_timer_only_when_the_tool_outlasts_it() -> None:
+    """The same feed with a 20 s tool timeout: the 33 s of a running `sleep 40` is a stall, and
+    the reply that follows resolves it; it is the tool timer that let the defaults wait."""
+    core = ServerCore("oc2", V2Stream(), Timeouts(first_response=60.0, inactivity=60.0, tool=20.0))
+    out = play(recorded("turn"), core)
+    assert stalls(out) == [StallKind.INACTIVE]
+    assert [t.kind for t in out if isinstance(t, Resolved)] == [StallKind.INACTIVE]
+    assert endings(out) == [(Outcome.ANSWERED, "stop")]
+
+
+def test_recorded_steer_answers_both_prompts_in_one_execution() -> None:
+    """A second message sent mid-turn is enqueued, delivered at the next step boundary of the same
+    execution, and answered by that execution's last step: both prompts answered, no alert."""
+    first, second = inboxes("steer")
+    out = play(recorded("steer"))
+    assert completed(out) == [
+        (first, Outcome.ANSWERED, "stop"),
+        (second, Outcome.ANSWERED, "stop"),
+    ]
+    assert stalls(out) == []
+    done = [t for t in out if isinstance(t, Completed)]
+    assert done[0].at == done[1].at  # one step's end answered both
+    types = [json.loads(d)["type"] for d in recorded("steer")]
+    assert types.count("session.execution.started") == 1
+
+
+def test_recorded_interrupt_by_the_user_is_aborted_and_ends_the_loop() -> None:
+    """Esc twice: the shell call and its step fail "aborted", then `interrupted` reason "user"."""
+    out = play(recorded("interrupt"))
+    assert completed(out) == [(inboxes("interrupt")[0], Outcome.ABORTED, "MessageAbortedError")]
+    assert stalls(out) == []
+    sid = json.loads(recorded("interrupt")[0])["data"]["sessionID"]
+    assert last_event("interrupt") == StatusChanged(sid, SessionRun.IDLE)
+
+
+def test_recorded_permission_allowed_then_rejected_answers_then_aborts() -> None:
+    """The first turn's shell call is allowed once and answered. The second turn's is rejected:
+    OpenCode 2.0.16 fails the tool ("The user declined this tool call") and the step ("aborted"),
+    then interrupts the execution with reason "shutdown" and sends nothing more. The honest verdict
+    for that prompt is aborted: the person refused, the loop stopped; nothing failed and nobody
+    waits for a reply, so it is neither a failure nor a stall and alerts nobody. The shutdown
+    interrupt after the aborted step ends the loop (the session is idle), as Esc does."""
+    first, second = inboxes("permission")
+    out = play(recorded("permission"))
+    assert completed(out) == [
+        (first, Outcome.ANSWERED, "stop"),
+        (second, Outcome.ABORTED, "MessageAbortedError"),
+    ]
+    assert stalls(out) == []
+    sid = json.loads(recorded("permission")[0])["data"]["sessionID"]
+    assert last_event("permission") == StatusChanged(sid, SessionRun.IDLE)
+
+
+def test_recorded_permission_wait_pauses_the_timers() -> None:
+    """The person took 31.5 s to allow the first call. With 10 s timeouts nothing fires: the
+    clocks stand still while a person is asked. Without the permission events, the same 31.5 s
+    of a running tool is a stall: it is the wait that paused them."""
+    short = Timeouts(first_response=10.0, inactivity=10.0, tool=10.0)
+    out = play(recorded("permission"), ServerCore("oc2", V2Stream(), short))
+    assert stalls(out) == []
+    assert [o for o, _ in endings(out)] == [Outcome.ANSWERED, Outcome.ABORTED]
+    unasked = [d for d in recorded("permission") if '"type":"permission.' not in d]
+    out = play(unasked, ServerCore("oc2", V2Stream(), short))
+    assert stalls(out) == [StallKind.INACTIVE]
+
+
+def test_after_a_rejection_ends_the_loop_a_next_prompt_waits_for_its_own_turn() -> None:
+    """The session is idle after the rejected turn: a prompt enqueued then (SYNTHETIC: no real
+    stream of it) that starts no execution ends no_reply after the turn-start timeout, without an
+    alert; a session still taken for busy would have timed it as a reply and fired no_response."""
+    lines = recorded("permission")
+    sid = json.loads(lines[0])["data"]["sessionID"]
+    end = json.loads(lines[-1])["created"]
+    after = json.dumps(
+        {
+            "id": "evt_x",
+            "created": end + 1_000,
+            "type": "session.inbox.enqueued",
+            "data": {"sessionID": sid, "inboxID": "msg_next", "item": {"type": "user"}},
+        }
+    )
+    later = json.dumps(
+        {
+            "id": "evt_y",
+            "created": end + 200_000,
+            "type": "session.usage.updated",
+            "data": {"sessionID": sid},
+        }
+    )
+    out = play([*lines, after, later])
+    assert completed(out)[-1] == ("msg_next", Outcome.NO_REPLY, "no_turn_started")
+    assert stalls(out) == []
+
+
+def test_recorded_question_answered_then_dismissed_answers_then_aborts() -> None:
+    """A question form answered, then a second one dismissed with Esc: `form.cancelled`, the tool
+    and step fail "aborted", the execution is interrupted "shutdown". As for a rejected permission
+    the dismissed turn is aborted, no alert, and the loop stopped."""
+    first, second = inboxes("question")
+    out = play(recorded("question"))
+    assert completed(out) == [
+        (first, Outcome.ANSWERED, "stop"),
+        (second, Outcome.ABORTED, "MessageAbortedError"),
+    ]
+    assert stalls(out) == []
+    sid = json.loads(recorded("question")[0])["data"]["sessionID"]
+    assert last_event("question") == StatusChanged(sid, SessionRun.IDLE)
+
+
+def test_recorded_question_form_wait_pauses_the_timers() -> None:
+    """The person took 19.4 s to answer the first form; with a 10 s tool timeout nothing fires
+    (the first step took 12.8 s to begin, hence 30 s to first response). Without the form events
+    the wait is a stall."""
+    short = Timeouts(first_response=30.0, inactivity=10.0, tool=10.0)
+    out = play(recorded("question"), ServerCore("oc2", V2Stream(), short))
+    assert stalls(out) == []
+    unasked = [d for d in recorded("question") if '"type":"form.' not in d]
+    out = play(unasked, ServerCore("oc2", V2Stream(), short))
+    assert stalls(out) == [StallKind.INACTIVE]
+
+
+def test_recorded_provider_400_fails_once_with_its_cause() -> None:
+    """The provider answered 400: `session.step.failed` then `session.execution.failed`, both with
+    `{type: "provider.invalid-request", message, status: 400}`: one failure, one alert, with the
+    cause; the execution's echo makes no second one."""
+    out = play(recorded("failure"))
+    assert completed(out) == [(inboxes("failure")[0], Outcome.FAILED, "provider.invalid-request")]
+    fired = [t for t in out if isinstance(t, Stalled)]
+    assert [t.kind for t in fired] == [StallKind.FAILED]
+    assert fired[0].error is not None
+    assert (fired[0].error.name, fired[0].error.message) == (
+        "provider.invalid-request",
+        "measurement: bad request",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "replies"),
+    [
+        ("turn", [[("tool-calls", None), ("stop", None)]]),
+        ("steer", [[("tool-calls", None)], [("stop", None)]]),
+        ("interrupt", [[("error", "MessageAbortedError")]]),
+        (
+            "permission",
+            [[("tool-calls", None), ("stop", None)], [("error", "MessageAbortedError")]],
+        ),
+        (
+            "question",
+            [[("tool-calls", None), ("stop", None)], [("error", "MessageAbortedError")]],
+        ),
+        ("failure", [[("error", "provider.invalid-request")]]),
+    ],
+)
+def test_a_recorded_message_list_reads_as_the_stream_ended(
+    name: str, replies: list[list[tuple[str, str | None]]]
+) -> None:
+    """The session's message list at its last terminal event (2.0.16's `message.list`, the shape
+    of `GET /api/session/{id}/message` items) read by the recovery decoder: each user message is a
+    prompt (its id the inbox id the stream enqueued), with its steps, every one completed, as the
+    stream ended them; the `idle` rows are no prompts."""
+    path = RECORDED / "messages" / f"{name}.jsonl"
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = decode_messages({"data": items}, newest_first=False)
+    assert prompts is not None
+    assert [p.message_id for p in prompts] == inboxes(name)
+    assert [[(r.finish, r.error) for r in p.replies] for p in prompts] == replies
+    assert all(r.completed and not r.running_tools for p in prompts for r in p.replies)
+    newest_first = decode_messages({"data": items[::-1]}, newest_first=True)
+    assert newest_first == prompts
 
 
 # -- synthetic: built from the schema, never seen on a real server ---------------------------

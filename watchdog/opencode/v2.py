@@ -1,8 +1,9 @@
 """Maps OpenCode 2's event stream (`GET /api/event` of `opencode2`, 2.0.x) to the tracker's events.
 
 Built from the upstream source (anomalyco/opencode: ``packages/schema/src/session-event.ts``,
-``permission.ts``, ``form.ts``, ``packages/server/src/handlers/event.ts``) and from published
-descriptions of real 2.0.12 and 2.0.19 streams; README "Compatibility" says what was never seen.
+``permission.ts``, ``form.ts``, ``packages/server/src/handlers/event.ts``), from published
+descriptions of real 2.0.12 and 2.0.19 streams, and checked against real 2.0.16 recordings
+(``tests/fixtures/opencode2/amx-2.0.16``); README "OpenCode 2" says what was never seen.
 
 Every line is ``{"id", "created"?, "type", "location": {"directory"}?, "data": {...},
 "durable"?}``; the first is ``server.connected``; the keep-alive is an SSE comment
@@ -24,8 +25,10 @@ answers the last user input delivered to its session. This decoder keeps that li
 session (bounded), so that a step opens as ``ReplyOpened(parent_id=<that inbox id>)``, the same
 event the 1.x decoder makes from ``parentID``. It also decides when the loop really stopped: an
 execution ends with inputs still enqueued when another one follows at once for them (a queued
-prompt), so that end is no idle; an interrupt for ``shutdown`` or ``superseded`` hands the work
-to the next execution. No tracker rule changes for OpenCode 2.
+prompt), so that end is no idle; an interrupt for ``shutdown`` or ``superseded`` before any step
+of the execution failed hands the work to the next execution, one after a step failed "aborted"
+(a rejected permission, a dismissed form: real 2.0.16 streams) stops the loop. No tracker rule
+changes for OpenCode 2.
 """
 
 from __future__ import annotations
@@ -369,13 +372,17 @@ class V2Stream:
         sid = field_str(d, "sessionID")
         reason = d.get("reason")
         state = self._state(sid)
+        if state.step_failed:
+            # The interrupted step already said "aborted". Real 2.0.16 streams end a turn whose
+            # permission was rejected, or whose question form was dismissed, this way with reason
+            # "shutdown" (the reason an interrupt that names none gets) and send nothing after
+            # it: the loop stopped, unless inputs wait that start the next execution.
+            return self._stopped(sid, etype)
         if reason in ("shutdown", "superseded"):
-            # The work goes on in the next execution (a server restart resumes it, a steer or
-            # a newer drain takes over): nothing ended for the prompts.
+            # Nothing of the execution ended yet: the work goes on in the next one (a server
+            # restart resumes it, a newer drain takes over), so nothing ended for the prompts.
             state.running = False
             return Ignored(type=etype, known=True)
-        if state.step_failed:
-            return self._stopped(sid, etype)  # the interrupted step already said "aborted"
         state.running = False
         return SessionFailed(sid, ABORTED_ERROR, "interrupted")
 
