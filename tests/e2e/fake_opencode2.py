@@ -7,10 +7,13 @@ first frame ``server.connected``, then what the test sends, and a ``: heartbeat`
 ``heartbeat`` seconds, 15 s on a real server), `GET /api/session/active`, and per session
 `/message`, `/inbox` and `/permission`. Every route wants HTTP basic auth, as OpenCode 2's do.
 
-A test plays a stream of ``tests/fixtures/opencode2`` (written after real 2.0.12/2.0.19 streams,
-see SOURCES there) with ``play``, or sends events it builds (``Events``): those are synthetic,
-from the schema, and the tests say so. Events are re-stamped as they are sent: ``id`` and
-``created`` get the current time, as a live server's would.
+A test plays a stream of ``tests/fixtures/opencode2`` with ``play``: a real 2.0.16 recording
+(``recording("turn")``: ``amx-2.0.16/events/turn.jsonl``, one event a line as the server made it)
+or a reconstructed ``*.api-event.sse`` (written after real 2.0.12/2.0.19 streams), see SOURCES
+there; or it sends events it builds (``Events``): those are synthetic, from the schema, and the
+tests say so. Events are re-stamped as they are sent: ``id`` and ``created`` get the current time,
+as a live server's would; the SSE framing, ``server.connected`` and the heartbeat comments are the
+fake's own.
 """
 
 from __future__ import annotations
@@ -40,8 +43,19 @@ def new_id(prefix: str, ms: int | None = None) -> str:
     return f"{prefix}_{value:012x}" + "".join(secrets.choice(_B62) for _ in range(14))
 
 
+def recording(name: str) -> str:
+    """The fixture name of a real 2.0.16 recording (``turn``, ``steer``, ``interrupt``,
+    ``permission``, ``question``, ``failure``)."""
+    return f"amx-2.0.16/events/{name}"
+
+
 def fixture_events(name: str) -> list[dict[str, Any] | None]:
-    """A fixture stream as envelopes in order; None stands for a heartbeat comment."""
+    """A fixture stream as envelopes in order; None stands for a heartbeat comment (a recording,
+    ``<name>.jsonl``, has none: its recorder sat behind the client)."""
+    recorded = FIXTURES / f"{name}.jsonl"
+    if recorded.exists():
+        lines = recorded.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
     text = (FIXTURES / f"{name}.api-event.sse").read_text(encoding="utf-8")
     events: list[dict[str, Any] | None] = []
     for block in text.split("\n\n"):
@@ -110,6 +124,7 @@ class FakeOpenCode2:
         self.heartbeats = True  # False: the stream falls silent, comments and all
         self.streams = 0  # `/api/event` connections so far
         self.pid = 4242  # what /api/info says: a test changes it to play a restart
+        self.version = VERSION  # what /api/info says
         self._queue: queue.Queue[object] = queue.Queue()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -286,7 +301,22 @@ class FakeOpenCode2:
                 requests.append({"id": data["id"], "sessionID": sid})
             elif etype == "permission.replied":
                 requests[:] = [r for r in requests if r["id"] != data.get("requestID")]
+            elif etype == "session.inbox.enqueued":
+                item = data.get("item")
+                if isinstance(item, dict) and item.get("type") == "user":
+                    # Enqueued, not yet delivered: `/inbox` lists it, the timeline not yet.
+                    inbox = self.inbox.setdefault(sid, [])
+                    inbox.append(
+                        {
+                            "id": data["inboxID"],
+                            "type": "user",
+                            "time": {"created": event["created"]},
+                        }
+                    )
             elif etype == "session.inbox.delivered":
+                inbox = self.inbox.setdefault(sid, [])
+                inbox[:] = [i for i in inbox if i["id"] != data.get("inboxID")]
+                # A user message's `time.created` is its delivery's (the 2.0.16 message lists).
                 created = event["created"]
                 timeline.append(
                     {"id": data["inboxID"], "type": "user", "time": {"created": created}}
@@ -318,7 +348,7 @@ class FakeOpenCode2:
     def _rest(self, path: str) -> object | None:
         if path == "/api/info":
             return {
-                "version": VERSION,
+                "version": self.version,
                 "pid": self.pid,
                 "urls": [self.url],
                 "paths": {"tmp": "/tmp"},

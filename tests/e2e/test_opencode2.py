@@ -1,9 +1,11 @@
 """The real daemon process against a fake OpenCode 2 server (tests/e2e/fake_opencode2.py): each
 stream's verdict in exact counters and webhooks, every stall kind and outcome on OpenCode 2's terms.
 
-The fixture streams follow real 2.0.12/2.0.19 streams (tests/fixtures/opencode2/SOURCES); the
-tests marked SYNTHETIC send events built from the upstream schema that no real stream showed us.
-Nothing here ran against a real OpenCode 2 server: none can be installed on these machines.
+The recordings are real opencode v2.0.16 event feeds (tests/fixtures/opencode2/amx-2.0.16), played
+by the fake with its own SSE framing and heartbeats; the other fixture streams are reconstructions
+after real 2.0.12/2.0.19 streams (tests/fixtures/opencode2/SOURCES); the tests marked SYNTHETIC
+send events built from the upstream schema that no real stream showed us. Nothing here ran against
+a real OpenCode 2 server: none can be installed on these machines.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import httpx
 import pytest
 
 from .conftest import DaemonFactory
-from .fake_opencode2 import Events, FakeOpenCode2, inbox_ids, new_id, session_of, timeline_reply
+from .fake_opencode2 import (
+    Events,
+    FakeOpenCode2,
+    inbox_ids,
+    new_id,
+    recording,
+    session_of,
+    timeline_reply,
+)
 from .harness import PATIENCE, DaemonProcess, OpenCodeServer, Pace, WebhookReceiver, wait_until
 
 SERVER = {"server": "oc2"}
@@ -174,6 +184,88 @@ def test_a_run_failing_before_any_step_is_failed_with_its_cause(
     assert body["error"] == {"name": "provider.no-route", "message": "Model unavailable: fake/nope"}
     assert body["reason"] == "provider.no-route"
     assert body["server"] == "oc2"
+
+
+# -- the real 2.0.16 recordings: each one's verdict, end to end ---------------------------------
+
+# Each recorded gap is cut to this (the 33 s of a `sleep 40`, a person's 31 s), so that a test
+# takes seconds; the CALM timeouts stay ten times longer than any gap it leaves.
+RECORDED_GAP = 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "outcomes", "counters"),
+    [
+        ("turn", ["answered"], {"accepted": 1, "completed_answered": 1}),
+        ("steer", ["answered", "answered"], {"accepted": 2, "completed_answered": 2}),
+        ("interrupt", ["aborted"], {"accepted": 1, "completed_aborted": 1}),
+        (
+            "permission",
+            ["answered", "aborted"],
+            {"accepted": 2, "completed_answered": 1, "completed_aborted": 1},
+        ),
+        (
+            "question",
+            ["answered", "aborted"],
+            {"accepted": 2, "completed_answered": 1, "completed_aborted": 1},
+        ),
+    ],
+)
+def test_a_recorded_feed_gives_its_verdict_without_an_alert(
+    fake: FakeOpenCode2,
+    webhook: WebhookReceiver,
+    daemon_factory: DaemonFactory,
+    name: str,
+    outcomes: list[str],
+    counters: dict[str, float],
+) -> None:
+    """A real 2.0.16 feed played through the fake (its gaps kept, each cut to RECORDED_GAP): a
+    shell turn answered; a steer answered with the prompt it joined, in one execution; Esc twice,
+    a rejected permission and a dismissed question aborted. Nothing is a stall or a failure: no
+    webhook. After the last turn the session is idle, whatever the interrupt's reason."""
+    fake.version = "2.0.16"
+    daemon = watch(daemon_factory, fake, webhook, CALM)
+    fake.play(recording(name), max_gap=RECORDED_GAP)
+    settle(daemon, expect(**counters), f"the {name} recording's verdict")
+    done = {r["message_id"]: r["outcome"] for r in daemon.logs("prompt.completed")}
+    assert done == dict(zip(inbox_ids(recording(name)), outcomes, strict=True))
+    assert webhook.requests == []
+    status = daemon.status()["servers"][0]
+    assert status["server_version"] == "2.0.16"
+    assert status["pending"] == []
+    sessions = {s["session_id"]: s for s in status["sessions"]}
+    assert sessions[session_of(recording(name))]["state"] == "idle"
+
+
+def test_a_recorded_shell_turn_counts_the_usage_of_both_its_steps(
+    fake: FakeOpenCode2, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    daemon = watch(daemon_factory, fake, webhook, CALM)
+    fake.play(recording("turn"), max_gap=RECORDED_GAP)
+    settle(daemon, expect(accepted=1, completed_answered=1), "the recorded turn")
+    usage = daemon.sample("opencode_watchdog_tokens", {**SERVER, "type": "input"})
+    assert usage == 3643 + 3737
+
+
+def test_a_recorded_provider_400_is_one_failure_alert_with_its_cause(
+    fake: FakeOpenCode2, webhook: WebhookReceiver, daemon_factory: DaemonFactory
+) -> None:
+    """`session.step.failed` then `session.execution.failed`, both `provider.invalid-request`
+    (status 400): one failed prompt, one firing webhook naming the cause, nothing else."""
+    daemon = watch(daemon_factory, fake, webhook, CALM)
+    fake.play(recording("failure"), max_gap=RECORDED_GAP)
+    settle(daemon, expect(accepted=1, completed_failed=1, stall_failed=1), "the failed prompt")
+    prompt = inbox_ids(recording("failure"))[0]
+    body = alert(webhook, "firing", "failed", prompt)
+    assert body["error"] == {
+        "name": "provider.invalid-request",
+        "message": "measurement: bad request",
+    }
+    assert body["reason"] == "provider.invalid-request"
+    assert body["session_id"] == session_of(recording("failure"))
+    assert [(b["status"], b["kind"], b["message_id"]) for b in webhook.bodies] == [
+        ("firing", "failed", prompt)
+    ]
 
 
 # -- SYNTHETIC: built from the schema, never seen on a real server ------------------------------
