@@ -742,3 +742,24 @@ def test_replay_reads_a_recorded_opencode_2_stream(tmp_path: Path) -> None:
     assert beats >= 1
     assert sum(isinstance(r.event, Heartbeat) for r in recording) == beats
     assert analyse(recording, Timeouts()).outcomes == {"aborted": 1, "answered": 1}
+
+
+def test_synthetic_shutdown_after_an_aborted_step_without_a_refusal_hands_the_work_on() -> None:
+    """SYNTHETIC (no real stream of a server stopping was seen): a step aborted and a "shutdown"
+    interrupt with no rejected permission or dismissed form before it is OpenCode keeping the
+    execution for its next boot, not the loop stopping. The aborted prompt ends aborted either
+    way; a prompt enqueued after it waits for that resumed work and stalls when none comes,
+    where after a refusal (test_after_a_rejection_ends_the_loop...) it would end no_reply."""
+    aborted = {"type": "aborted", "message": "Tool execution interrupted"}
+    items = [
+        *turn_start(),
+        ev("session.tool.failed", T0 + 100, assistantMessageID="msg_r1", id="c1", error=aborted),
+        ev("session.step.failed", T0 + 101, assistantMessageID="msg_r1", error=aborted),
+        ev("session.execution.interrupted", T0 + 102, reason="shutdown"),
+        ev("session.inbox.enqueued", T0 + 1_000, inboxID="msg_b", item={"type": "user"}),
+        ev("session.usage.updated", T0 + 400_000),
+    ]
+    out = play(items)
+    assert completed(out)[0] == ("msg_a", Outcome.ABORTED, "MessageAbortedError")
+    assert stalls(out) == [StallKind.NO_RESPONSE]
+    assert [t.prompt.message_id for t in out if isinstance(t, Stalled)] == ["msg_b"]

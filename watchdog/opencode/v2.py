@@ -25,10 +25,10 @@ answers the last user input delivered to its session. This decoder keeps that li
 session (bounded), so that a step opens as ``ReplyOpened(parent_id=<that inbox id>)``, the same
 event the 1.x decoder makes from ``parentID``. It also decides when the loop really stopped: an
 execution ends with inputs still enqueued when another one follows at once for them (a queued
-prompt), so that end is no idle; an interrupt for ``shutdown`` or ``superseded`` before any step
-of the execution failed hands the work to the next execution, one after a step failed "aborted"
-(a rejected permission, a dismissed form: real 2.0.16 streams) stops the loop. No tracker rule
-changes for OpenCode 2.
+prompt), so that end is no idle; an interrupt for ``shutdown`` or ``superseded`` hands the work
+to the next execution, except after a refusal (a permission answered "reject", a form cancelled)
+and a step failed "aborted": real 2.0.16 streams end such a turn so, and nothing follows, so the
+loop stopped. No tracker rule changes for OpenCode 2.
 """
 
 from __future__ import annotations
@@ -162,6 +162,7 @@ class _Session:
     other: dict[str, None] = field(default_factory=dict)  # inputs that are not a user's
     running: bool = False  # between execution.started and its end
     step_failed: bool = False  # a step of the running execution failed (its error was told)
+    refused: bool = False  # a person rejected a permission or dismissed a form in this execution
 
 
 class V2Stream:
@@ -231,7 +232,7 @@ class V2Stream:
             case "session.execution.started":
                 sid = field_str(d, "sessionID")
                 state = self._state(sid)
-                state.running, state.step_failed = True, False
+                state.running, state.step_failed, state.refused = True, False, False
                 return StatusChanged(sid, SessionRun.BUSY)
             case "session.execution.succeeded":
                 return self._stopped(field_str(d, "sessionID"), etype)
@@ -301,20 +302,20 @@ class V2Stream:
             case "permission.asked" | "permission.v2.asked" | "question.asked":
                 return HumanAsked(field_str(d, "sessionID"), field_str(d, "id"))
             case "permission.replied" | "permission.v2.replied" | "question.replied":
-                return HumanAnswered(
+                return self._answered(
                     field_str(d, "sessionID"),
                     field_str(d, "requestID"),
                     rejected=d.get("reply") == "reject",
                 )
             case "question.rejected":
-                return HumanAnswered(
+                return self._answered(
                     field_str(d, "sessionID"), field_str(d, "requestID"), rejected=True
                 )
             case "form.created":
                 form = field_obj(d, "form")
                 return HumanAsked(field_str(form, "sessionID"), field_str(form, "id"))
             case "form.replied" | "form.cancelled":
-                return HumanAnswered(
+                return self._answered(
                     field_str(d, "sessionID"),
                     field_str(d, "id"),
                     rejected=etype == "form.cancelled",
@@ -359,6 +360,11 @@ class V2Stream:
             return StatusChanged(sid, SessionRun.IDLE)
         return Ignored(type=etype, known=True)
 
+    def _answered(self, sid: str, request: str, *, rejected: bool) -> Event:
+        if rejected:
+            self._state(sid).refused = True
+        return HumanAnswered(sid, request, rejected=rejected)
+
     def _stopped(self, sid: str, etype: str) -> Event:
         """An execution ended: the loop stopped, unless inputs wait that start the next one."""
         state = self._state(sid)
@@ -372,13 +378,15 @@ class V2Stream:
         sid = field_str(d, "sessionID")
         reason = d.get("reason")
         state = self._state(sid)
-        if state.step_failed:
+        handed_on = reason in ("shutdown", "superseded")
+        if state.step_failed and (state.refused or not handed_on):
             # The interrupted step already said "aborted". Real 2.0.16 streams end a turn whose
-            # permission was rejected, or whose question form was dismissed, this way with reason
+            # permission was rejected, or whose question form was dismissed, with reason
             # "shutdown" (the reason an interrupt that names none gets) and send nothing after
-            # it: the loop stopped, unless inputs wait that start the next execution.
+            # it: the loop stopped, unless inputs wait that start the next execution. A shutdown
+            # with no refusal before it stays a hand-over (a server stopping: never seen).
             return self._stopped(sid, etype)
-        if reason in ("shutdown", "superseded"):
+        if handed_on:
             # Nothing of the execution ended yet: the work goes on in the next one (a server
             # restart resumes it, a newer drain takes over), so nothing ended for the prompts.
             state.running = False
