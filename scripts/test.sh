@@ -7,8 +7,9 @@
 #   promtool, alertmanager    Debian packages, for the rules and Alertmanager tests (needs root)
 #   systemd-analyze           Debian package systemd, for the unit file checks (needs root)
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k tracker`. Tests run in two
-# pytest-xdist workers (each end-to-end test starts its own server); PYTEST_WORKERS=0 runs them
-# in one process.
+# pytest-xdist workers (each shares one warmed opencode server between the end-to-end tests that
+# allow it); PYTEST_WORKERS=0 runs them in one process. Hypothesis uses its `ci` profile unless
+# HYPOTHESIS_PROFILE says otherwise; a failed end-to-end test leaves its logs in test-logs/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -29,7 +30,8 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict" && .venv/bin/mypy
 echo "== pytest"
 status=0
-HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@" || status=$?
+HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" \
+    --durations=15 "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     echo "pytest collected no tests: failing on purpose" >&2
     exit 1
