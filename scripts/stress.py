@@ -57,11 +57,11 @@ def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group this script started (its leader has proc.pid)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGKILL the process group this script started (its leader has proc.pid), also what is
+    left of it after the leader exited (a server a failed run did not stop)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def clone(into: Path) -> Path:
@@ -89,9 +89,8 @@ def one_run(
                 stop(proc)
         seconds = time.monotonic() - started
         hog_cpu = [cpu_seconds(h.pid) - b for h, b in zip(hogs, before, strict=True)]
-        head = ["git", "rev-parse", "--short", "HEAD"]
-        commit = subprocess.run(  # noqa: S603
-            head,
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
             cwd=cwd,
             capture_output=True,
             text=True,
