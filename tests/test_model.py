@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.model.judge import Verdict, judge
+from tests.model.judge import Verdict, judge, sending
 from tests.model.sim import Scenario, scenarios
 from watchdog.core.settings import Timeouts
 from watchdog.core.tracker import Tracker
@@ -67,13 +67,17 @@ def run_tracker(scenario: Scenario, timeouts: Timeouts) -> list[tuple[float, Tra
 def verdicts_of(scenario: Scenario, out: list[tuple[float, Transition]]) -> dict[str, Verdict]:
     """The tracker's transitions, read back as verdicts (times monotonic)."""
     found: dict[str, Verdict] = {}
+    current: dict[str, str] = {}  # message id -> the key of its latest sending
     for t, tr in out:
-        message = tr.prompt.message_id
-        if message is None:
+        if tr.prompt.message_id is None:
             continue  # a prompt that failed before it was stored: not one of the simulation's
+        message = current.get(tr.prompt.message_id, tr.prompt.message_id)
         match tr:
             case Accepted():
-                assert message not in found, f"{message} accepted twice"
+                assert found.get(message, Verdict(0.0, outcome="-")).outcome is not None, (
+                    f"{message} accepted twice while pending"
+                )
+                message = current[tr.prompt.message_id] = sending(tr.prompt.message_id, found)
                 found[message] = Verdict(arrival=t)
                 # People read the wall clock; the monotonic one runs the timers.
                 assert tr.prompt.accepted_at == pytest.approx(scenario.wall(t), abs=1e-6)

@@ -15,6 +15,7 @@ from watchdog.core.events import (
     ReplyActivity,
     ReplyFinished,
     ReplyOpened,
+    ReplySnapshot,
     SessionFailed,
     SessionRun,
     SessionSeen,
@@ -269,3 +270,72 @@ def test_a_wall_clock_step_does_not_age_a_prompt_that_arrives_after_it() -> None
     )
     (pending,) = tracker.pending(30.01)
     assert pending.age == pytest.approx(0.0, abs=0.02)
+
+
+# -- item 8: a repeated messageID and the reply of the message it repeats -----------------------
+
+
+def answered_then_sent_again(tracker: Tracker) -> None:
+    """`msg_u` is answered by `msg_a` (from 0 to 2); at 2.5 the client posts the same messageID
+    again (duplicate-message-id: a new time.created) and OpenCode turns busy for it."""
+    admit(tracker, 0.0, "msg_u")
+    busy(tracker, 0.0)
+    tracker.feed(ReplyOpened("ses_a", "msg_a", "msg_u"), 0.5)
+    output(tracker, 1.0, "msg_a")
+    finished = ReplyFinished("ses_a", "msg_a", "msg_u", "stop", None)
+    assert kinds(tracker.feed(finished, 2.0)) == ["completed:answered"]
+    assert kinds(tracker.feed(PromptAdmitted("ses_a", "msg_u", created_at=2.5), 2.5)) == [
+        "accepted"
+    ]
+    busy(tracker, 2.6)
+
+
+def test_a_late_repeat_of_the_old_reply_does_not_answer_the_repeated_message_id() -> None:
+    """OpenCode sends a completed assistant message twice; when the client re-sent the messageID
+    between the two (it saw the reply over REST), the repeat is the old reply's, not an answer:
+    the session goes idle and the re-sent prompt is dropped, as with no repeat at all."""
+    tracker = Tracker("t", T)
+    answered_then_sent_again(tracker)
+    repeat = ReplyFinished("ses_a", "msg_a", "msg_u", "stop", None)
+    assert tracker.feed(repeat, 2.7) == []
+    assert kinds(tracker.feed(StatusChanged("ses_a", SessionRun.IDLE), 2.8)) == [
+        "stalled:dropped",
+        "completed:dropped",
+    ]
+
+
+@pytest.mark.parametrize("taken_at", [1.9, 2.55, 2.65])
+def test_a_read_showing_the_old_reply_does_not_answer_the_repeated_message_id(
+    taken_at: float,
+) -> None:
+    """A reconcile's REST read (begun before the re-send or after it) shows the user message with
+    its only reply, the old one, completed (rest/session-messages-duplicate-message-id.json):
+    that answers the first sending, not the second; the idle that follows drops it."""
+    tracker = Tracker("t", T)
+    answered_then_sent_again(tracker)
+    old = ReplySnapshot("msg_a", completed=True, finish="stop", error=None, has_content=True)
+    read = SessionSnapshot(
+        "ses_a", SessionRun.BUSY, taken_at, prompts=(PromptSnapshot("msg_u", 2.5, (old,)),)
+    )
+    assert tracker.feed(read, 2.7) == []
+    assert tracker.pending_count == 1
+    assert kinds(tracker.feed(StatusChanged("ses_a", SessionRun.IDLE), 2.8)) == [
+        "stalled:dropped",
+        "completed:dropped",
+    ]
+
+
+def test_a_new_reply_to_the_repeated_message_id_still_answers_it() -> None:
+    """Only the old reply is history: were OpenCode to answer the re-sent message with a new
+    assistant message, that answers it (and a read showing both does too)."""
+    tracker = Tracker("t", T)
+    answered_then_sent_again(tracker)
+    tracker.feed(ReplyOpened("ses_a", "msg_b", "msg_u"), 3.0)
+    both = (
+        ReplySnapshot("msg_a", completed=True, finish="stop", error=None, has_content=True),
+        ReplySnapshot("msg_b", completed=True, finish="stop", error=None, has_content=True),
+    )
+    read = SessionSnapshot(
+        "ses_a", SessionRun.BUSY, 3.5, prompts=(PromptSnapshot("msg_u", 2.5, both),)
+    )
+    assert kinds(tracker.feed(read, 3.6)) == ["first_response", "completed:answered"]

@@ -21,6 +21,8 @@ The rules are the README's ("What it reports"):
 - It ends as its turn ends (answered, failed, aborted; a reject is aborted), ``dropped`` if its
   session goes idle first, ``aborted`` if the session is deleted. A `session.error` ends every
   prompt in its turn.
+- A messageID posted again after its prompt ended is a new prompt (duplicate-message-id): only
+  what happens after it counts, so the old reply, read or repeated, answers nothing of it.
 """
 
 from __future__ import annotations
@@ -48,16 +50,27 @@ class Verdict:
 
 
 def judge(scenario: Scenario, timeouts: Timeouts) -> dict[str, Verdict]:
-    """Every prompt's verdict, by message id."""
+    """Every prompt's verdict, by message id (``<id>#2`` for the second sending of an id)."""
     facts = scenario.facts
     verdicts: dict[str, Verdict] = {}
     # Prompts in order of arrival: whether a session has a prompt in its turn when the next
-    # arrives depends only on earlier ones.
+    # arrives depends only on earlier ones. A messageID is sent again only once its first
+    # sending ended, so the facts after an arrival that name the id are that sending's.
     for index, fact in enumerate(facts):
         if fact.what == "arrive":
-            message = fact.messages[0]
-            verdicts[message] = _one(facts, index, scenario.end, timeouts, verdicts)
+            key = sending(fact.messages[0], verdicts)
+            verdicts[key] = _one(facts, index, scenario.end, timeouts, verdicts)
     return verdicts
+
+
+def sending(message: str, known: dict[str, Verdict]) -> str:
+    """The key of a new sending of ``message``: its id, then ``<id>#2``, ``<id>#3``..."""
+    if message not in known:
+        return message
+    n = 2
+    while f"{message}#{n}" in known:
+        n += 1
+    return f"{message}#{n}"
 
 
 def _one(

@@ -5,8 +5,9 @@ Each action yields the stream events a watcher would see (fed to the tracker) an
 what really happened (read by the reference judge): which prompts each turn picked up and when,
 when its reply said something, how it ended. The shapes come from the captures in
 tests/fixtures/opencode (normal, slow, hang, hang-mid, fail-retry, abort, permission,
-permission-reject, two-prompts-queued*, unknown-model, no-reply, session-deleted) and rules
-1-14 of the reference's "How to decide whether a prompt was answered".
+permission-reject, two-prompts-queued*, unknown-model, no-reply, session-deleted,
+duplicate-message-id*) and rules 1-14 of the reference's "How to decide whether a prompt was
+answered".
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class _Session:
         default_factory=list
     )  # (id, parent, done, content)
     output: bool = False  # the open reply said something
+    finishes: dict[str, str] = field(default_factory=dict)  # completed reply -> its finish
+    # Messages answered here -> the replies that answered them (id, finish, content), oldest
+    # first: what a read still shows under a messageID the client posts again.
+    answered: dict[str, list[tuple[str, str, bool]]] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     asks: set[str] = field(default_factory=set)
     rejected: bool = False
@@ -155,6 +160,30 @@ class Server:
         self._emit(PromptAdmitted(session.id, message, created_at=SERVER_WALL + self.now))
         self._fact("arrive", session.id, messages=(message,))
 
+    def resend(self, session: _Session) -> None:
+        """A client posts the messageID of the latest answered message again, in an idle
+        session (duplicate-message-id): OpenCode stores it anew, with a new time.created."""
+        if session.deleted or session.loop or session.stored or not session.answered:
+            return
+        message = next(reversed(session.answered))
+        if self.now <= session.created[message]:
+            return  # the same time.created would be OpenCode repeating its stored message
+        session.stored.append(message)
+        session.created[message] = self.now
+        self._emit(PromptAdmitted(session.id, message, created_at=SERVER_WALL + self.now))
+        self._fact("arrive", session.id, messages=(message,))
+
+    def repeat_reply(self, session: _Session) -> None:
+        """OpenCode sends the completed reply to the latest answered message once more: late,
+        after a re-send of that messageID when the client raced the loop's last events."""
+        if session.deleted or not session.answered:
+            return
+        message, replies = next(reversed(session.answered.items()))
+        if not replies:
+            return
+        reply, finish, _ = replies[-1]
+        self._emit(ReplyFinished(session.id, reply, message, finish, None))
+
     def pickup(self, session: _Session) -> None:
         """The idle loop starts (a prompt without noReply turns the session busy): every stored
         message is in this iteration. A real prompt turns its session busy within milliseconds
@@ -175,6 +204,11 @@ class Server:
         if session.deleted or not session.loop or session.reply is not None or not session.stored:
             return
         latest = session.stored[-1]
+        if latest in session.answered:
+            # A repeated messageID: its reply is there already, so the loop ends at once, with
+            # no reply and no LLM request (duplicate-message-id).
+            self._idle(session, None)
+            return
         new = [m for m in session.stored if m not in session.members]
         session.members += new
         session.reply, session.reply_parent = self._id("msg"), latest
@@ -240,6 +274,7 @@ class Server:
             )
         )
         session.replies = [(r, p, r == reply or d, c) for r, p, d, c in session.replies]
+        session.finishes[reply] = finish or "error"
         session.reply = None
         session.tools.clear()
         if how == "step":
@@ -324,6 +359,10 @@ class Server:
                 m,
                 SERVER_WALL + session.created[m],
                 tuple(
+                    ReplySnapshot(r, completed=True, finish=f, error=None, has_content=c)
+                    for r, f, c in session.answered.get(m, ())
+                )
+                + tuple(
                     ReplySnapshot(r, completed=d, finish=None, error=None, has_content=c)
                     for r, p, d, c in session.replies
                     if p == m and not d
@@ -342,6 +381,12 @@ class Server:
     def _end_iteration(self, session: _Session, outcome: str, *, go_on: bool = True) -> None:
         ended = tuple(session.members)
         self._fact("turn_end", session.id, messages=ended, outcome=outcome)
+        if outcome == "answered":
+            for m in ended:
+                session.answered.pop(m, None)  # now the newest answered
+                session.answered[m] = [
+                    (r, session.finishes[r], c) for r, p, d, c in session.replies if p == m and d
+                ]
         session.stored = [m for m in session.stored if m not in ended]
         session.members = []
         session.tools.clear()
@@ -380,7 +425,7 @@ ACTIONS = (
     ("tool_end", 1), ("retry", 1), ("busy", 1), ("stop", 3), ("step_end", 1), ("fail_reply", 1),
     ("ask", 1), ("answer", 1), ("reject", 1), ("abort", 1), ("fail", 1), ("lose", 1),
     ("delete", 1), ("child", 1), ("snapshot", 1), ("unknown_snapshot", 1), ("stale_snapshot", 1),
-    ("wall_step", 1),
+    ("wall_step", 1), ("exchange", 2), ("resend", 2), ("repeat_reply", 2),
 )  # fmt: skip
 _WEIGHTED = tuple(name for name, weight in ACTIONS for _ in range(weight))
 
@@ -428,6 +473,18 @@ def scenarios(draw: st.DrawFn, max_actions: int = 60) -> Scenario:
                 server.error(session, aborted=action == "abort")
             case "lose":
                 server.lose(session)
+            case "exchange":
+                # A whole answered exchange at one instant, so that lives with answered prompts
+                # (what a repeated messageID needs) are common, not one in a hundred.
+                server.send(session)
+                server.pickup(session)
+                server.open(session)
+                server.say(session, content=True)
+                server.finish(session, "stop")
+            case "resend":
+                server.resend(session)
+            case "repeat_reply":
+                server.repeat_reply(session)
             case "delete":
                 server.delete(session)
             case "child":

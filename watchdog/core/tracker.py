@@ -44,6 +44,7 @@ from watchdog.core.events import (
     Origin,
     PartKind,
     PromptAdmitted,
+    PromptSnapshot,
     ReplyActivity,
     ReplyFinished,
     ReplyOpened,
@@ -183,6 +184,7 @@ class _Prompt:
     fired: set[StallKind] = field(default_factory=set)
     turn: _Turn | None = None
     live: bool = True  # False once it ended or was let go
+    last_reply: str | None = None  # the newest reply that named it as its parent
 
 
 @dataclass(slots=True, eq=False)
@@ -222,8 +224,10 @@ class _Session:
     in_phase: dict[Phase, int] = field(default_factory=_NO_PHASES.copy)
     turn: _Turn | None = None  # the running turn
     # (message id, time.created) of prompts that ended: a stream that repeats an old admission
-    # must not make a new prompt of it, while a repeated messageID (a new time) still does.
-    ended: OrderedDict[tuple[str, float | None], None] | None = None  # made when one ends
+    # must not make a new prompt of it, while a repeated messageID (a new time) still does. Each
+    # keeps the newest reply that named it: when the messageID is repeated, that reply and every
+    # older one are the first sending's, never an answer to the repeat (duplicate-message-id).
+    ended: OrderedDict[tuple[str, float | None], str | None] | None = None  # made when one ends
     # The newest server time of a prompt that ended here: a REST read's older user messages are
     # history (OpenCode answers the latest), never prompts to track again once forgotten.
     ended_before: float = -math.inf
@@ -649,7 +653,7 @@ class Tracker:
         )
         if session.ended is None:
             session.ended = OrderedDict()
-        session.ended[(p.id, p.created_at)] = None
+        session.ended[(p.id, p.created_at)] = p.last_reply
         if p.created_at is not None:
             session.ended_before = max(session.ended_before, p.created_at)
         while len(session.ended) > REMEMBERED_PER_SESSION:
@@ -774,11 +778,17 @@ class Tracker:
         if p is None:
             return  # a reply to a prompt we never saw accepted
         turn = p.turn
+        known = turn is not None and (
+            event.message_id in turn.replies or event.message_id in turn.done
+        )
+        if not known and event.message_id in _answered_before(session, p.id):
+            return  # a late event of the reply to an earlier sending of this messageID
         if turn is None:
             turn = _Turn(session=session, members=[], last_activity=self._now)
-        new_step = event.message_id not in turn.replies and event.message_id not in turn.done
+        new_step = not known
         if new_step:
             turn.rejected = False  # a new step: the turn went on after a rejection
+            p.last_reply = event.message_id
         turn.replies.add(event.message_id)
         turn.parent = p
         self._reply_turn[event.message_id] = turn
@@ -847,8 +857,8 @@ class Tracker:
         turn = self._reply_turn.get(event.message_id)
         if turn is None:
             p = session.by_id.get(event.parent_id)
-            if p is None:
-                return
+            if p is None or event.message_id in _answered_before(session, p.id):
+                return  # not ours, or OpenCode's repeat of the reply to an earlier sending
             if p.turn is None or event.message_id not in p.turn.done:
                 # Its opening was missed: open it now, then finish it.
                 self._reply_opened(
@@ -1038,8 +1048,9 @@ class Tracker:
         # Only a session that runs (as the newest word on it says) has prompts still to answer.
         running = (snap.run if fresh else session.run) in (SessionRun.BUSY, SessionRun.RETRY)
         for ps in snap.prompts or ():
-            last = ps.replies[-1] if ps.replies else None
-            produced = any(r.has_content for r in ps.replies)
+            replies = _own_replies(session, ps)
+            last = replies[-1] if replies else None
+            produced = any(r.has_content for r in replies)
             ending = _ending(last.finish, last.error, produced=produced) if last else None
             done = last is not None and last.completed and ending is not None
             p = session.by_id.get(ps.message_id)
@@ -1057,7 +1068,7 @@ class Tracker:
                 p = session.by_id.get(ps.message_id)
                 if p is None:
                     continue
-            self._adopt_replies(session, ps.replies, p, out)
+            self._adopt_replies(session, replies, p, out)
             if done and ending is not None and last is not None and self._is_pending(p):
                 error = ErrorInfo(last.error, last.error_message) if last.error else None
                 self._signal(
@@ -1270,6 +1281,25 @@ def _state(p: _Prompt) -> PromptState:
 
 def _by_acceptance(p: _Prompt) -> float:
     return p.accepted
+
+
+def _answered_before(session: _Session, message_id: str) -> set[str]:
+    """The newest replies of the earlier sendings of ``message_id`` that ended here."""
+    if session.ended is None:
+        return set()
+    return {reply for (mid, _), reply in session.ended.items() if mid == message_id and reply}
+
+
+def _own_replies(session: _Session, ps: PromptSnapshot) -> tuple[ReplySnapshot, ...]:
+    """The replies a read shows for the latest sending of a user message: those after the
+    newest reply of an earlier sending that ended here (the read lists them oldest first)."""
+    old = _answered_before(session, ps.message_id)
+    if not old:
+        return ps.replies
+    for index in range(len(ps.replies) - 1, -1, -1):
+        if ps.replies[index].message_id in old:
+            return ps.replies[index + 1 :]
+    return ps.replies
 
 
 def _ending(
