@@ -190,6 +190,19 @@ def test_after_a_long_wait_for_a_person_a_folded_prompt_does_not_fire_at_once() 
     assert tracker.next_deadline() == pytest.approx(604.3)
 
 
+def test_a_wait_for_a_person_asked_at_clock_zero_still_pauses_the_clock() -> None:
+    """The monotonic clock may read 0.0 (the model test's does): a wait that began then is a
+    wait like any other, not "no wait" (``blocked_since or now`` took 0.0 for none)."""
+    tracker = Tracker("t", T)
+    admit(tracker, 0.0, "msg_u1")
+    busy(tracker, 0.0)
+    tracker.feed(ReplyOpened("ses_a", "msg_a", "msg_u1"), 0.0)
+    tracker.feed(HumanAsked("ses_a", "per_1"), 0.0)
+    tracker.feed(HumanAnswered("ses_a", "per_1"), 3.0)
+    assert tracker.next_deadline() == pytest.approx(8.0)
+    assert tracker.tick(7.5) == []
+
+
 # -- item 5: replies are forgotten with their prompts -------------------------------------------
 
 

@@ -301,7 +301,7 @@ class Server:
         request = session.asks.pop()
         self._emit(HumanAnswered(session.id, request, rejected=reject))
         self._fact("answer", session.id, request=request)
-        session.rejected = reject
+        session.rejected = session.rejected or reject  # a no holds for the rest of the step
 
     def error(self, session: _Session, aborted: bool) -> None:
         """`session.error`: the user aborts (abort), or the prompt fails (unknown-model); idle."""
@@ -318,8 +318,12 @@ class Server:
         self._end_iteration(session, "aborted" if aborted else "failed", go_on=False)
 
     def lose(self, session: _Session) -> None:
-        """OpenCode stops without answering (#46842, a dropped prompt): idle (rule 7)."""
-        if session.deleted or session.asks:
+        """OpenCode stops without answering (#46842, a dropped prompt): idle (rule 7).
+
+        Not after a person said no in the running step: OpenCode then ends the step and the
+        loop (rule 13), so the idle that follows is the rejection's end, never a drop.
+        """
+        if session.deleted or session.asks or session.rejected:
             return
         self._idle(session, None)
 
@@ -412,6 +416,7 @@ class Server:
         session.tools.clear()
         session.output = False
         session.retrying = False
+        session.rejected = False
         session.asks.clear()
         session.replies = []
         self._emit(StatusChanged(session.id, SessionRun.IDLE))

@@ -519,7 +519,8 @@ class Tracker:
             case Action.RESUME:
                 # The clock stood still while a person was asked (or since it began, if later).
                 if p.clock_start is not None:
-                    since = max(p.clock_start, session.blocked_since or now)
+                    blocked = session.blocked_since
+                    since = max(p.clock_start, now if blocked is None else blocked)
                     p.clock_start += now - since
             case Action.REQUEUE:
                 p.clock_start = None
