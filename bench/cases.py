@@ -437,7 +437,8 @@ async def stalls_queued() -> dict[str, Any]:
         "cpu_percent": round(100 * cpu / wall, 1),
     }
     if pending != PENDING:  # the queued prompts wait without a clock, still pending
-        result["error"] = f"measured something else: {pending} pending (want {PENDING})"
+        wrong = f"measured something else: {pending} pending (want {PENDING})"
+        result["error"] = f"{result['error']}; {wrong}" if "error" in result else wrong
     return result
 
 
